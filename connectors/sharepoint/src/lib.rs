@@ -1,0 +1,1 @@
+//! SharePoint Online target connector over Microsoft Graph

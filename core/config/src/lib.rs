@@ -1,0 +1,1 @@
+//! SyncBridge declarative configuration: types, JSON Schema, validation, apply

@@ -1,0 +1,1 @@
+//! SyncBridge meta-store on sqlx: SQLite and PostgreSQL
