@@ -1,0 +1,63 @@
+//! Rules over mapped rows: field transforms and shard routers.
+//!
+//! Both are synchronous and CPU-only by contract (no I/O): they run once per row on the hot path,
+//! and the WASM host implements the same traits for guest modules. A failure costs one row (it goes
+//! to the dead-letter queue with the [`RuleError`]), never the run.
+
+use crate::Value;
+
+/// Why a rule failed for one row. The message names the rule and the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuleError {
+    pub message: String,
+}
+
+impl RuleError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// A read-only view of one mapped row: column names and values side by side.
+#[derive(Debug, Clone, Copy)]
+pub struct RowView<'a> {
+    pub columns: &'a [String],
+    pub values: &'a [Value],
+}
+
+impl<'a> RowView<'a> {
+    /// The value of a column by name.
+    pub fn get(&self, column: &str) -> Option<&'a Value> {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .and_then(|i| self.values.get(i))
+    }
+}
+
+/// A transform rule over one field (`trim`, `round(2)`, `wasm:fmt#title_case` …).
+///
+/// It sees the whole row so rules such as `concat` or `default` can use other fields.
+pub trait FieldRule: Send + Sync {
+    fn apply(&self, value: Value, row: RowView<'_>) -> Result<Value, RuleError>;
+}
+
+/// Where one row goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// The target (by its `sync_targets` name) whose predicate matched first.
+    Target(String),
+    /// No predicate matched: the definition's default target.
+    Default,
+    /// The predicate could not be evaluated for this row: dead-letter it.
+    Failed(RuleError),
+}
+
+/// Chooses a target for each row of a batch (built-in CEL predicates or a WASM module).
+pub trait ShardRouter: Send + Sync {
+    /// One decision per row, in order.
+    fn route(&self, rows: &[RowView<'_>]) -> Vec<RouteDecision>;
+}
