@@ -53,17 +53,12 @@ pub fn interpolate(
     problems: &mut Vec<Problem>,
 ) {
     match tree {
-        serde_json::Value::String(text) => {
-            if text.contains("${") {
-                match interpolate_str(text) {
-                    Ok(resolved) => *text = resolved,
-                    Err(message) => problems.push(
-                        Problem::new(path, message)
-                            .fix("set the variable or file, or write the value itself"),
-                    ),
-                }
-            }
-        }
+        serde_json::Value::String(text) if text.contains("${") => match interpolate_str(text) {
+            Ok(resolved) => *text = resolved,
+            Err(message) => problems.push(
+                Problem::new(path, message).fix("set the variable or file, or write the value itself"),
+            ),
+        },
         serde_json::Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{path}[{index}]"), keep, problems);
@@ -77,13 +72,14 @@ pub fn interpolate(
                     format!("{path}.{key}")
                 };
                 if keep.contains(&key.as_str()) {
-                    if let serde_json::Value::String(text) = value {
-                        if text.contains("${") && SecretRef::parse(text).is_none() {
-                            problems.push(
-                                Problem::new(child, "a secret reference must be the whole value")
-                                    .fix("write `${env:NAME}` or `${file:PATH}` alone"),
-                            );
-                        }
+                    if let serde_json::Value::String(text) = value
+                        && text.contains("${")
+                        && SecretRef::parse(text).is_none()
+                    {
+                        problems.push(
+                            Problem::new(child, "a secret reference must be the whole value")
+                                .fix("write `${env:NAME}` or `${file:PATH}` alone"),
+                        );
                     }
                     continue;
                 }

@@ -500,8 +500,9 @@ fn validate_sync(
             }
         }
     }
-    if let Some(schedule) = &sync.schedule {
-        if schedule.cron.split_whitespace().count() != 5 {
+    if let Some(schedule) = &sync.schedule
+        && schedule.cron.split_whitespace().count() != 5
+    {
             problems.push(
                 Problem::new(
                     format!("{path}.schedule.cron"),
