@@ -56,7 +56,8 @@ pub fn interpolate(
         serde_json::Value::String(text) if text.contains("${") => match interpolate_str(text) {
             Ok(resolved) => *text = resolved,
             Err(message) => problems.push(
-                Problem::new(path, message).fix("set the variable or file, or write the value itself"),
+                Problem::new(path, message)
+                    .fix("set the variable or file, or write the value itself"),
             ),
         },
         serde_json::Value::Array(items) => {

@@ -470,20 +470,19 @@ fn validate_sync(
             }
         }
     }
-    if sync.mode == crate::model::SyncMode::OneWayPush
-        || sync.mode == crate::model::SyncMode::ArchiveOnly
+    let pull_only = sync.mappings.iter().position(|m| {
+        m.direction == SyncDirection::PullOnly && !SYSTEM_FIELDS.contains(&m.target.as_str())
+    });
+    if sync.mode != crate::model::SyncMode::TwoWay
+        && let Some(j) = pull_only
     {
-        if let Some(j) = sync.mappings.iter().position(|m| {
-            m.direction == SyncDirection::PullOnly && !SYSTEM_FIELDS.contains(&m.target.as_str())
-        }) {
-            problems.push(
-                Problem::new(
-                    format!("{path}.mappings[{j}].direction"),
-                    "PULL_ONLY fields are only read back in TWO_WAY mode",
-                )
-                .fix("set `mode: TWO_WAY`, or use PUSH_ONLY"),
-            );
-        }
+        problems.push(
+            Problem::new(
+                format!("{path}.mappings[{j}].direction"),
+                "PULL_ONLY fields are only read back in TWO_WAY mode",
+            )
+            .fix("set `mode: TWO_WAY`, or use PUSH_ONLY"),
+        );
     }
 
     // Window and schedule.
@@ -503,14 +502,13 @@ fn validate_sync(
     if let Some(schedule) = &sync.schedule
         && schedule.cron.split_whitespace().count() != 5
     {
-            problems.push(
-                Problem::new(
-                    format!("{path}.schedule.cron"),
-                    format!("`{}` is not a five-field cron expression", schedule.cron),
-                )
-                .fix("write minute hour day-of-month month day-of-week, e.g. `*/15 * * * *`"),
-            );
-        }
+        problems.push(
+            Problem::new(
+                format!("{path}.schedule.cron"),
+                format!("`{}` is not a five-field cron expression", schedule.cron),
+            )
+            .fix("write minute hour day-of-month month day-of-week, e.g. `*/15 * * * *`"),
+        );
     }
 }
 
