@@ -101,7 +101,7 @@ pub fn load_str(text: &str, path: &Path, known: &Known) -> Result<Config, Config
     };
     if tree.is_null() {
         return Err(fail(vec![
-            Problem::new("", "the file is empty").fix("start from `examples/quickstart.yaml`"),
+            Problem::new("", "the file is empty").fix("start from `examples/local-emulator.yaml`"),
         ]));
     }
 

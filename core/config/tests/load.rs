@@ -80,7 +80,7 @@ fn problems_of(yaml: &str) -> ConfigError {
 }
 
 fn mutate(from: &str, to: &str) -> String {
-    let text = example_text("quickstart.yaml")
+    let text = example_text("postgres-to-sharepoint.yaml")
         .replace("${env:GRAPH_TENANT_ID}", "t")
         .replace("${env:GRAPH_CLIENT_ID}", "c");
     assert!(text.contains(from), "example lacks `{from}`");
@@ -164,7 +164,7 @@ fn semantic_problems_are_all_reported_at_once() {
 
 #[test]
 fn json_files_load_too() {
-    let config = load_example("quickstart.yaml").expect("example loads");
+    let config = load_example("postgres-to-sharepoint.yaml").expect("example loads");
     let json = serde_json::to_string(&config).expect("serializes");
     let again = load_str(&json, Path::new("quickstart.json"), &known()).expect("json loads");
     assert_eq!(config, again);
