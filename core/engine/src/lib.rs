@@ -5,5 +5,6 @@
 //! [`rules`] (built-in field transforms), [`router`] (CEL sharding predicates).
 
 pub mod identity;
+pub mod plan;
 pub mod router;
 pub mod rules;
