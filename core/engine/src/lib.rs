@@ -5,6 +5,7 @@
 //! [`rules`] (built-in field transforms), [`router`] (CEL sharding predicates).
 
 pub mod identity;
+pub mod mapping;
 pub mod plan;
 pub mod router;
 pub mod rules;

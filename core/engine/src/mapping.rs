@@ -1,0 +1,218 @@
+//! Field mappings: which source columns become which list columns, through which rules.
+//!
+//! Only `PUSH_ONLY` and `BIDIRECTIONAL` mappings are pushed, and never to a SharePoint system
+//! field. Transforms run in mapping order; a rule that fails fails the row (it goes to the
+//! dead-letter queue with the rule's message), never the batch.
+
+use syncbridge_api::{FieldRule, Registry, Row, RowView, RuleError, Value};
+
+use crate::rules::build_rule;
+
+/// One mapping as the meta-store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingSpec {
+    pub source: String,
+    pub target: String,
+    /// `PUSH_ONLY`, `PULL_ONLY` or `BIDIRECTIONAL`.
+    pub direction: String,
+    pub transform: Option<String>,
+    pub is_system_field: bool,
+}
+
+impl MappingSpec {
+    /// Whether a push writes this field.
+    pub fn is_pushed(&self) -> bool {
+        !self.is_system_field && matches!(self.direction.as_str(), "PUSH_ONLY" | "BIDIRECTIONAL")
+    }
+}
+
+struct Compiled {
+    source: String,
+    target: String,
+    rule: Option<Box<dyn FieldRule>>,
+    rule_text: Option<String>,
+}
+
+/// Mappings compiled once per run.
+pub struct Mapper {
+    mappings: Vec<Compiled>,
+}
+
+impl std::fmt::Debug for Mapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapper")
+            .field(
+                "mappings",
+                &self
+                    .mappings
+                    .iter()
+                    .map(|m| (&m.source, &m.target, &m.rule_text))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A row after mapping: the source view (transformed values, by source column, for routing) and
+/// the fields to push (by target column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRow {
+    pub source_columns: Vec<String>,
+    pub source_values: Vec<Value>,
+    pub fields: Vec<(String, Value)>,
+}
+
+impl MappedRow {
+    pub fn view(&self) -> RowView<'_> {
+        RowView {
+            columns: &self.source_columns,
+            values: &self.source_values,
+        }
+    }
+}
+
+impl Mapper {
+    /// Compiles the pushed mappings; an unknown or malformed rule names the mapping.
+    pub fn new(registry: &Registry, specs: &[MappingSpec]) -> Result<Self, RuleError> {
+        let mappings = specs
+            .iter()
+            .filter(|spec| spec.is_pushed())
+            .map(|spec| {
+                let rule = spec
+                    .transform
+                    .as_deref()
+                    .map(|text| {
+                        build_rule(registry, text).map_err(|e| {
+                            RuleError::new(format!(
+                                "mapping {} → {}: {}",
+                                spec.source, spec.target, e.message
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Ok(Compiled {
+                    source: spec.source.clone(),
+                    target: spec.target.clone(),
+                    rule,
+                    rule_text: spec.transform.clone(),
+                })
+            })
+            .collect::<Result<_, RuleError>>()?;
+        Ok(Self { mappings })
+    }
+
+    /// Source columns the mappings read.
+    pub fn source_columns(&self) -> impl Iterator<Item = &str> {
+        self.mappings.iter().map(|m| m.source.as_str())
+    }
+
+    /// Maps one row read with `columns`.
+    pub fn map_row(&self, columns: &[String], row: &Row) -> Result<MappedRow, RuleError> {
+        let view = RowView {
+            columns,
+            values: &row.values,
+        };
+        let mut source_values: Vec<Value> = row.values.clone();
+        let mut fields = Vec::with_capacity(self.mappings.len());
+        for mapping in &self.mappings {
+            let index = columns
+                .iter()
+                .position(|c| *c == mapping.source)
+                .ok_or_else(|| {
+                    RuleError::new(format!("the source row has no column `{}`", mapping.source))
+                })?;
+            let value = row.values[index].clone();
+            let value = match &mapping.rule {
+                Some(rule) => rule.apply(value, view).map_err(|e| {
+                    RuleError::new(format!(
+                        "transform `{}` on {} failed: {}",
+                        mapping.rule_text.as_deref().unwrap_or_default(),
+                        mapping.source,
+                        e.message
+                    ))
+                })?,
+                None => value,
+            };
+            source_values[index] = value.clone();
+            fields.push((mapping.target.clone(), value));
+        }
+        Ok(MappedRow {
+            source_columns: columns.to_vec(),
+            source_values,
+            fields,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: &str, target: &str, direction: &str, transform: Option<&str>) -> MappingSpec {
+        MappingSpec {
+            source: source.into(),
+            target: target.into(),
+            direction: direction.into(),
+            transform: transform.map(Into::into),
+            is_system_field: target == "Created",
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        crate::rules::register_builtin_rules(&mut registry);
+        registry
+    }
+
+    #[test]
+    fn only_pushed_non_system_fields_are_written() {
+        let specs = vec![
+            spec("name", "Title", "PUSH_ONLY", Some("trim")),
+            spec("status", "Status", "BIDIRECTIONAL", Some("upper")),
+            spec("notes", "Notes", "PULL_ONLY", None),
+            spec("created", "Created", "PUSH_ONLY", None),
+        ];
+        let mapper = Mapper::new(&registry(), &specs).expect("compiles");
+        let columns: Vec<String> = ["name", "status", "notes", "created"]
+            .map(String::from)
+            .to_vec();
+        let row = Row::new(vec![
+            Value::from(" Apollo "),
+            Value::from("active"),
+            Value::from("n"),
+            Value::Int(1),
+        ]);
+        let mapped = mapper.map_row(&columns, &row).expect("maps");
+        assert_eq!(
+            mapped.fields,
+            vec![
+                ("Title".to_owned(), Value::from("Apollo")),
+                ("Status".to_owned(), Value::from("ACTIVE"))
+            ]
+        );
+        assert_eq!(
+            mapped.view().get("status"),
+            Some(&Value::from("ACTIVE")),
+            "routing sees transformed values"
+        );
+    }
+
+    #[test]
+    fn a_failing_rule_names_the_mapping() {
+        let mapper = Mapper::new(
+            &registry(),
+            &[spec("budget", "Budget", "PUSH_ONLY", Some("upper"))],
+        )
+        .expect("compiles");
+        let error = mapper
+            .map_row(&["budget".to_owned()], &Row::new(vec![Value::Int(5)]))
+            .expect_err("upper on int");
+        assert!(
+            error.message.contains("budget") && error.message.contains("upper"),
+            "{error}"
+        );
+        let error = Mapper::new(&registry(), &[spec("a", "A", "PUSH_ONLY", Some("nope"))])
+            .expect_err("unknown rule");
+        assert!(error.message.contains("a → A"), "{error}");
+    }
+}
