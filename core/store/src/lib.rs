@@ -1,1 +1,300 @@
-//! SyncBridge meta-store on sqlx: SQLite and PostgreSQL
+//! The SyncBridge meta-store: inventory, configuration, ledger, cursors, runs and the
+//! dead-letter queue, on SQLite (the embedded default, one file) or PostgreSQL (production,
+//! shared by several hosts).
+//!
+//! # One code path for two databases
+//! Both backends get the same SQL: `$n` placeholders (SQLite accepts them), `ON CONFLICT … DO
+//! UPDATE`, `RETURNING`, timestamps bound from Rust rather than `now()`. [`with_pool!`] expands a
+//! query body once per backend, so typed store code is written once and type-checked for both.
+//! The schemas are separate migration histories (`migrations/sqlite`, `migrations/postgres`),
+//! rendered from one template so they start out identical, and embedded in the binary.
+
+pub mod definitions;
+mod id;
+pub mod secrets;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+pub use id::Id;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$store` uses.
+///
+/// ```ignore
+/// let count: i64 = with_pool!(store, pool => sqlx::query_scalar("SELECT count(*) FROM applications").fetch_one(pool).await)?;
+/// ```
+#[macro_export]
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.pool() {
+            $crate::StorePool::Sqlite($pool) => $body,
+            $crate::StorePool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The connection pool of one backend.
+#[derive(Debug, Clone)]
+pub enum StorePool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database holds the meta-store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// Why the meta-store cannot be used. Messages name the store without its password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The `--store` value is not a store URL.
+    #[error(
+        "`{url}` is not a meta-store URL; use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+    )]
+    BadUrl { url: String },
+    /// The SQLite file cannot be opened or created.
+    #[error(
+        "cannot open the SQLite meta-store {path}: {source}; check that the directory exists and is writable"
+    )]
+    SqliteOpen {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL server did not accept a connection.
+    #[error(
+        "cannot reach the PostgreSQL meta-store at {address} (database `{database}`): {reason}; check that the server runs and accepts connections from here"
+    )]
+    Unreachable {
+        address: String,
+        database: String,
+        reason: String,
+    },
+    /// Applying migrations failed.
+    #[error("cannot migrate the meta-store: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("meta-store query failed while {doing}: {source}")]
+    Query {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// A dependency is down (exit code 3).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } => true,
+            StoreError::Query { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The user must fix the input (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::BadUrl { .. } | StoreError::SqliteOpen { .. }
+        )
+    }
+
+    /// Wraps a query error with what was being done.
+    pub fn query(doing: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| StoreError::Query { doing, source }
+    }
+}
+
+/// A connected meta-store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: StorePool,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Self::connect_sqlite(path).await;
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::connect_postgres(url).await;
+        }
+        Err(StoreError::BadUrl {
+            url: redact_url(url),
+        })
+    }
+
+    async fn connect_sqlite(path: &str) -> Result<Self, StoreError> {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            return Err(StoreError::BadUrl {
+                url: format!("sqlite://{path}"),
+            });
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::SqliteOpen {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            pool: StorePool::Sqlite(pool),
+        })
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl {
+            url: redact_url(url),
+        })?;
+        let address = format!("{}:{}", options.get_host(), options.get_port());
+        let database = options.get_database().unwrap_or("postgres").to_owned();
+        // One direct connection first: it fails at once when nothing listens, where a pool
+        // would keep retrying until its acquire timeout.
+        let probe = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .map_err(|error| StoreError::Unreachable {
+                address: address.clone(),
+                database: database.clone(),
+                reason: describe_connect_error(&error),
+            })?;
+        let _ = sqlx::Connection::close(probe).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool: StorePool::Postgres(pool),
+        })
+    }
+
+    /// Creates or upgrades every table.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            StorePool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            StorePool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+        .map_err(StoreError::Migrate)
+    }
+
+    /// The pool, for [`with_pool!`].
+    pub fn pool(&self) -> &StorePool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            StorePool::Sqlite(_) => Backend::Sqlite,
+            StorePool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match &self.pool {
+            StorePool::Sqlite(pool) => pool.close().await,
+            StorePool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A connection error in words, without the URL (which may hold a password).
+fn describe_connect_error(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out".to_owned(),
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        other => other.to_string(),
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_bad_input() {
+        let error = Store::connect("mysql://u:pw@h/db")
+            .await
+            .expect_err("not a store");
+        assert!(error.is_bad_input());
+        assert!(!error.to_string().contains("pw"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_postgres_names_the_address_not_the_password() {
+        let error = Store::connect("postgres://sb:topsecret@127.0.0.1:1/meta")
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(error.is_unreachable(), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("127.0.0.1:1") && !text.contains("topsecret"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Fresh, migrated meta-stores for tests, on both backends.
+//!
+//! SQLite lives in a temporary directory. PostgreSQL gets a uniquely named database on
+//! `postgres://postgres@127.0.0.1:5432` (override with `SYNCBRIDGE_TEST_PG_URL`, a URL to the
+//! server's maintenance database), dropped when the [`TestStore`] is dropped. When PostgreSQL is
+//! unreachable the Postgres store is skipped with a `SKIPPED:` line, unless
+//! `SYNCBRIDGE_REQUIRE_SERVICES=1`, where that is a test failure.
+
+use std::ops::Deref;
+
+use sqlx::Connection as _;
+
+use crate::Store;
+
+/// A store for one test; its database disappears when dropped.
+#[derive(Debug)]
+pub struct TestStore {
+    store: Store,
+    url: String,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, database: String },
+}
+
+impl Deref for TestStore {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl TestStore {
+    /// The store's URL (for driving the binary against the same store).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A migrated SQLite store in a temporary directory.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let store = Store::connect(&url).await.expect("SQLite store opens");
+        store.migrate().await.expect("SQLite migrations apply");
+        Self {
+            store,
+            url,
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    /// A migrated store in a new PostgreSQL database, or `None` (after printing why) when the
+    /// server is unreachable and services are not required.
+    pub async fn postgres() -> Option<Self> {
+        let admin_url = admin_url();
+        let database = format!("sbtest_{}", uuid::Uuid::new_v4().simple());
+        let created = async {
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+            sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+                .execute(&mut admin)
+                .await?;
+            admin.close().await
+        }
+        .await;
+        if let Err(error) = created {
+            let why = format!(
+                "PostgreSQL at {} is not usable: {error}",
+                crate::redact_url(&admin_url)
+            );
+            assert!(
+                !services_required(),
+                "{why} (SYNCBRIDGE_REQUIRE_SERVICES=1)"
+            );
+            println!("SKIPPED: {why}");
+            return None;
+        }
+        let url = database_url(&admin_url, &database);
+        let store = Store::connect(&url)
+            .await
+            .expect("test database accepts connections");
+        store.migrate().await.expect("PostgreSQL migrations apply");
+        Some(Self {
+            store,
+            url,
+            cleanup: Cleanup::Postgres {
+                admin_url,
+                database,
+            },
+        })
+    }
+
+    /// SQLite always, and PostgreSQL when reachable (see [`TestStore::postgres`]).
+    pub async fn all() -> Vec<Self> {
+        let mut stores = vec![Self::sqlite().await];
+        stores.extend(Self::postgres().await);
+        stores
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Cleanup::Postgres {
+            admin_url,
+            database,
+        } = &self.cleanup
+        else {
+            return;
+        };
+        let (admin_url, database) = (admin_url.clone(), database.clone());
+        // Dropping runs outside any async context we could borrow; a short-lived thread with its
+        // own runtime drops the database, and `WITH (FORCE)` ends our pool's connections (closing
+        // them from here could wait on the test's runtime, which is blocked in this drop). Best
+        // effort: a leftover database has a unique name and harms nothing.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!(
+                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                    ))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// True when CI demands every service (`SYNCBRIDGE_REQUIRE_SERVICES=1`).
+pub fn services_required() -> bool {
+    std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn admin_url() -> String {
+    std::env::var("SYNCBRIDGE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn database_url(admin_url: &str, database: &str) -> String {
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    match base.rfind('/') {
+        Some(slash) if slash > base.find("://").map_or(0, |i| i + 2) => {
+            format!("{}/{database}", &base[..slash])
+        }
+        _ => format!("{base}/{database}"),
+    }
+}
