@@ -1,1 +1,62 @@
-fn main() {}
+//! `syncbridge`: the command-line tool.
+//!
+//! `main` only parses arguments, sets up logging, runs one command and turns its result into an
+//! exit code; each command lives in its own module under `commands/`.
+
+mod cli;
+mod commands;
+mod exit;
+mod registry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::exit::{CliError, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return Exit::Internal.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit.into()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Exit, CliError> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Migrate => commands::migrate::run(global).await,
+        Command::Apply(args) => commands::apply::run(global, &args).await,
+        Command::Schema => commands::schema::run().map(|()| Exit::Ok),
+        Command::Status => commands::status::run(global).await,
+    }
+}
+
+/// Logs go to stderr (stdout is for results and `--json`), filtered by `RUST_LOG` (default
+/// `info`), as text or one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

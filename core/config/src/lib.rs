@@ -20,3 +20,5 @@ pub use validate::{Known, SYSTEM_FIELDS};
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
 }
+
+pub mod apply;

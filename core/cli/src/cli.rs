@@ -1,0 +1,76 @@
+//! The command line, as clap sees it. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// SyncBridge keeps SharePoint Online lists in step with PostgreSQL, SQL Server, MySQL/MariaDB
+/// and SQLite tables through Microsoft Graph.
+///
+/// Exit codes: 0 ok, 1 finished with failed items or drift found, 2 bad input (usage, config,
+/// validation), 3 a dependency is unreachable (database, Graph), 4 internal error.
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncbridge",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The meta-store: `sqlite://PATH` (one file, created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNCBRIDGE_STORE",
+        default_value = "sqlite://syncbridge.db"
+    )]
+    pub store: String,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SYNCBRIDGE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the meta-store's tables.
+    Migrate,
+    /// Upsert a declarative config (YAML or JSON) into the meta-store.
+    ///
+    /// Idempotent: a second apply of the same file changes nothing and says so. Every change is
+    /// written to the audit log.
+    Apply(ApplyArgs),
+    /// Print the JSON Schema of the config file format.
+    Schema,
+    /// Show what is configured and the last runs.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The config file (`.yaml`, `.yml` or `.json`).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Also delete what the meta-store holds but the file no longer names.
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would change without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}

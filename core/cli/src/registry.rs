@@ -1,0 +1,9 @@
+//! The one place built-in connectors and rules are registered. Native plugins and WASM modules
+//! are added to the same registry when they load.
+
+use syncbridge_api::Registry;
+
+/// Everything this build ships.
+pub fn builtin() -> Registry {
+    Registry::new()
+}
