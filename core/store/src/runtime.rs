@@ -1,0 +1,378 @@
+//! Typed access to the runtime tables the engine writes: runs, events, the ledger, cursors and
+//! the dead-letter queue.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+
+use crate::{Id, Store, StoreError, with_pool};
+
+/// Counters of one run, as `sync_runs` stores them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounters {
+    pub processed: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub moved: i64,
+    pub deleted: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+}
+
+/// Records the start of a run.
+pub async fn start_run(store: &Store, sync_def_id: Id, run_type: &str) -> Result<Id, StoreError> {
+    let id = Id::new();
+    let now = Utc::now();
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_runs (id, sync_def_id, run_type, status, start_time, created_at) VALUES ($1, $2, $3, 'RUNNING', $4, $4)")
+        .bind(id).bind(sync_def_id).bind(run_type).bind(now)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("starting a run"))?;
+    Ok(id)
+}
+
+/// Records the end of a run with its counters.
+pub async fn finish_run(
+    store: &Store,
+    run_id: Id,
+    status: &str,
+    counters: RunCounters,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    with_pool!(store, pool => sqlx::query(
+        "UPDATE sync_runs SET status = $2, end_time = $3, items_processed = $4, items_failed = $5,
+            items_created = $6, items_updated = $7, items_moved = $8, items_deleted = $9,
+            items_unchanged = $10, error_message = $11 WHERE id = $1")
+        .bind(run_id).bind(status).bind(Utc::now()).bind(counters.processed).bind(counters.failed)
+        .bind(counters.created).bind(counters.updated).bind(counters.moved).bind(counters.deleted)
+        .bind(counters.unchanged).bind(error)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("finishing a run"))
+}
+
+/// Adds a notable event to a run.
+pub async fn add_event(
+    store: &Store,
+    run_id: Id,
+    severity: &str,
+    event_type: &str,
+    message: &str,
+    payload: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_events (id, sync_run_id, severity, event_type, message, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(Id::new()).bind(run_id).bind(severity).bind(event_type).bind(message)
+        .bind(payload.map(Json)).bind(Utc::now())
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("recording an event"))
+}
+
+/// One run, for `syncbridge runs`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRecord {
+    pub id: Id,
+    pub sync_name: String,
+    pub status: String,
+    pub start_time: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub items_processed: i64,
+    pub items_created: i64,
+    pub items_updated: i64,
+    pub items_moved: i64,
+    pub items_deleted: i64,
+    pub items_unchanged: i64,
+    pub items_failed: i64,
+    pub error_message: Option<String>,
+}
+
+/// The newest runs, optionally of one definition.
+pub async fn recent_runs(
+    store: &Store,
+    sync_name: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RunRecord>, StoreError> {
+    with_pool!(store, pool => sqlx::query_as::<_, RunRecord>(
+        "SELECT r.id, d.name AS sync_name, r.status, r.start_time, r.end_time, r.items_processed,
+                r.items_created, r.items_updated, r.items_moved, r.items_deleted, r.items_unchanged,
+                r.items_failed, r.error_message
+         FROM sync_runs r JOIN sync_definitions d ON d.id = r.sync_def_id
+         WHERE $1 IS NULL OR d.name = $1
+         ORDER BY r.start_time DESC LIMIT $2")
+        .bind(sync_name).bind(limit).fetch_all(pool).await)
+    .map_err(StoreError::query("listing runs"))
+}
+
+/// The ledger's record of one source row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub id: Id,
+    pub source_identity: String,
+    pub source_identity_hash: String,
+    pub sp_list_id: Option<String>,
+    pub sp_item_id: Option<i64>,
+    pub content_hash: Option<String>,
+    /// `PENDING_CREATE`, `SYNCED`, `PENDING_MOVE` or `PENDING_DELETE`.
+    pub sync_state: String,
+    pub pending_list_id: Option<String>,
+}
+
+const LEDGER_COLUMNS: &str = "id, source_identity, source_identity_hash, sp_list_id, sp_item_id, content_hash, sync_state, pending_list_id";
+
+/// The ledger rows of these identity hashes (missing ones are simply absent).
+pub async fn ledger_rows(
+    store: &Store,
+    sync_def_id: Id,
+    hashes: &[String],
+) -> Result<Vec<LedgerRow>, StoreError> {
+    let mut out = Vec::with_capacity(hashes.len());
+    // Chunks keep the statement under both backends' parameter limits.
+    for chunk in hashes.chunks(500) {
+        let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash IN ({})",
+            placeholders.join(", ")
+        );
+        let rows = with_pool!(store, pool => {
+            let mut query = sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id);
+            for hash in chunk {
+                query = query.bind(hash);
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(StoreError::query("reading the ledger"))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Ledger rows left in a pending state by an interrupted run.
+pub async fn pending_ledger_rows(
+    store: &Store,
+    sync_def_id: Id,
+) -> Result<Vec<LedgerRow>, StoreError> {
+    let sql = format!(
+        "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND sync_state <> 'SYNCED'"
+    );
+    with_pool!(store, pool => sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id).fetch_all(pool).await)
+        .map_err(StoreError::query("reading pending ledger rows"))
+}
+
+/// Every ledger row of a definition, in identity-hash order, `limit` at a time after `after`.
+pub async fn ledger_page(
+    store: &Store,
+    sync_def_id: Id,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<LedgerRow>, StoreError> {
+    let sql = format!(
+        "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND ($2 IS NULL OR source_identity_hash > $2)
+         ORDER BY source_identity_hash LIMIT $3"
+    );
+    with_pool!(store, pool => sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id).bind(after).bind(limit).fetch_all(pool).await)
+        .map_err(StoreError::query("paging the ledger"))
+}
+
+/// What to write for one ledger row.
+#[derive(Debug, Clone)]
+pub struct LedgerWrite<'a> {
+    pub sync_def_id: Id,
+    pub source_identity: &'a str,
+    pub source_identity_hash: &'a str,
+    pub key_strategy: &'a str,
+    pub source_instance_id: Option<Id>,
+    pub sp_list_id: Option<&'a str>,
+    pub sp_item_id: Option<i64>,
+    pub content_hash: Option<&'a str>,
+    pub sync_state: &'a str,
+    pub pending_list_id: Option<&'a str>,
+    pub sync_target_id: Option<Id>,
+    pub run_id: Id,
+}
+
+/// Inserts or replaces the ledger row of one identity.
+pub async fn put_ledger(store: &Store, write: &LedgerWrite<'_>) -> Result<(), StoreError> {
+    let now = Utc::now();
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
+            source_instance_id, sp_list_id, sp_item_id, content_hash, last_sync_ts, provenance, sync_state,
+            pending_list_id, sync_target_id, last_run_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PUSH', $11, $12, $13, $14, $10, $10)
+         ON CONFLICT (sync_def_id, source_identity_hash) DO UPDATE SET
+            source_identity = excluded.source_identity, source_instance_id = excluded.source_instance_id,
+            sp_list_id = excluded.sp_list_id, sp_item_id = excluded.sp_item_id,
+            content_hash = excluded.content_hash, last_sync_ts = excluded.last_sync_ts,
+            provenance = 'PUSH', sync_state = excluded.sync_state, pending_list_id = excluded.pending_list_id,
+            sync_target_id = excluded.sync_target_id, last_run_id = excluded.last_run_id,
+            updated_at = excluded.updated_at")
+        .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
+        .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
+        .bind(write.content_hash).bind(now).bind(write.sync_state).bind(write.pending_list_id)
+        .bind(write.sync_target_id).bind(write.run_id)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("writing the ledger"))
+}
+
+/// Removes the ledger row of one identity (after its item was deleted).
+pub async fn delete_ledger(store: &Store, sync_def_id: Id, hash: &str) -> Result<(), StoreError> {
+    with_pool!(store, pool => sqlx::query("DELETE FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash = $2")
+        .bind(sync_def_id).bind(hash).execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("deleting a ledger row"))
+}
+
+/// Reads a source cursor (`None` before the first committed run).
+pub async fn source_cursor(
+    store: &Store,
+    sync_def_id: Id,
+    instance: Option<Id>,
+) -> Result<Option<String>, StoreError> {
+    with_pool!(store, pool => sqlx::query_scalar::<_, String>(
+        "SELECT cursor_value FROM sync_cursors WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE'
+            AND source_instance_id IS NOT DISTINCT FROM $2 AND target_list_id IS NULL")
+        .bind(sync_def_id).bind(instance).fetch_optional(pool).await)
+    .map_err(StoreError::query("reading a cursor"))
+}
+
+/// Commits a source cursor.
+pub async fn put_source_cursor(
+    store: &Store,
+    sync_def_id: Id,
+    instance: Option<Id>,
+    cursor_type: &str,
+    value: &str,
+    run_id: Id,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let updated = with_pool!(store, pool => sqlx::query(
+        "UPDATE sync_cursors SET cursor_type = $3, cursor_value = $4, last_run_id = $5, updated_at = $6
+         WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE' AND source_instance_id IS NOT DISTINCT FROM $2 AND target_list_id IS NULL")
+        .bind(sync_def_id).bind(instance).bind(cursor_type).bind(value).bind(run_id).bind(now)
+        .execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("committing a cursor"))?;
+    if updated == 0 {
+        with_pool!(store, pool => sqlx::query(
+            "INSERT INTO sync_cursors (id, sync_def_id, cursor_scope, cursor_type, cursor_value, source_instance_id, last_run_id, updated_at, created_at)
+             VALUES ($1, $2, 'SOURCE', $3, $4, $5, $6, $7, $7)")
+            .bind(Id::new()).bind(sync_def_id).bind(cursor_type).bind(value).bind(instance).bind(run_id).bind(now)
+            .execute(pool).await.map(|_| ()))
+        .map_err(StoreError::query("committing a cursor"))?;
+    }
+    Ok(())
+}
+
+/// One dead-lettered row.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FailedRecord {
+    pub id: Id,
+    pub sync_def_id: Id,
+    pub source_identity: Option<String>,
+    pub source_identity_hash: Option<String>,
+    pub target_list_id: Option<String>,
+    pub stage_failed: String,
+    pub error_code: Option<String>,
+    pub error_message: String,
+    pub raw_data: Option<Json<serde_json::Value>>,
+    pub normalized_data: Option<Json<serde_json::Value>>,
+    pub retry_count: i64,
+    pub max_retries: i64,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub discarded_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new dead-letter entry.
+#[derive(Debug, Clone)]
+pub struct NewFailure<'a> {
+    pub sync_def_id: Id,
+    pub run_id: Option<Id>,
+    pub source_identity: Option<&'a str>,
+    pub source_identity_hash: Option<&'a str>,
+    pub target_list_id: Option<&'a str>,
+    pub stage: &'a str,
+    pub error_code: Option<&'a str>,
+    pub error_message: &'a str,
+    pub raw_data: Option<serde_json::Value>,
+    pub normalized_data: Option<serde_json::Value>,
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// Dead-letters a row. An open entry for the same identity is updated instead (its retry count
+/// grows), so a row failing on every run stays one entry.
+pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let updated = with_pool!(store, pool => sqlx::query(
+        "UPDATE failed_records SET sync_run_id = $3, target_list_id = $4, stage_failed = $5, error_code = $6,
+            error_message = $7, raw_data = $8, normalized_data = $9, retry_count = retry_count + 1,
+            next_retry_at = $10, updated_at = $11
+         WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
+        .bind(failure.sync_def_id).bind(failure.source_identity_hash).bind(failure.run_id)
+        .bind(failure.target_list_id).bind(failure.stage).bind(failure.error_code).bind(failure.error_message)
+        .bind(failure.raw_data.clone().map(Json)).bind(failure.normalized_data.clone().map(Json))
+        .bind(failure.next_retry_at).bind(now)
+        .execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("dead-lettering a row"))?;
+    if updated > 0 {
+        return Ok(());
+    }
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO failed_records (id, sync_def_id, sync_run_id, source_identity, source_identity_hash,
+            target_list_id, stage_failed, error_code, error_message, raw_data, normalized_data, retry_count,
+            max_retries, next_retry_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, 5, $12, $13, $13)")
+        .bind(Id::new()).bind(failure.sync_def_id).bind(failure.run_id).bind(failure.source_identity)
+        .bind(failure.source_identity_hash).bind(failure.target_list_id).bind(failure.stage)
+        .bind(failure.error_code).bind(failure.error_message)
+        .bind(failure.raw_data.clone().map(Json)).bind(failure.normalized_data.clone().map(Json))
+        .bind(failure.next_retry_at).bind(now)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("dead-lettering a row"))
+}
+
+/// Marks the open entry of an identity resolved (the row synced on a later attempt).
+pub async fn resolve_failure(store: &Store, sync_def_id: Id, hash: &str) -> Result<(), StoreError> {
+    with_pool!(store, pool => sqlx::query(
+        "UPDATE failed_records SET resolved_at = $3, updated_at = $3
+         WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
+        .bind(sync_def_id).bind(hash).bind(Utc::now()).execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("resolving a dead-letter entry"))
+}
+
+const FAILED_COLUMNS: &str = "id, sync_def_id, source_identity, source_identity_hash, target_list_id, stage_failed,
+    error_code, error_message, raw_data, normalized_data, retry_count, max_retries, next_retry_at, resolved_at,
+    discarded_at, created_at";
+
+/// Open dead-letter entries, newest first, optionally of one definition.
+pub async fn open_failures(
+    store: &Store,
+    sync_def_id: Option<Id>,
+) -> Result<Vec<FailedRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {FAILED_COLUMNS} FROM failed_records WHERE ($1 IS NULL OR sync_def_id = $1)
+           AND resolved_at IS NULL AND discarded_at IS NULL ORDER BY created_at DESC"
+    );
+    with_pool!(store, pool => sqlx::query_as::<_, FailedRecord>(&sql).bind(sync_def_id).fetch_all(pool).await)
+        .map_err(StoreError::query("listing dead-letter entries"))
+}
+
+/// One dead-letter entry by id.
+pub async fn failure(store: &Store, id: Id) -> Result<Option<FailedRecord>, StoreError> {
+    let sql = format!("SELECT {FAILED_COLUMNS} FROM failed_records WHERE id = $1");
+    with_pool!(store, pool => sqlx::query_as::<_, FailedRecord>(&sql).bind(id).fetch_optional(pool).await)
+        .map_err(StoreError::query("reading a dead-letter entry"))
+}
+
+/// Discards an entry: it is kept for the record but never retried.
+pub async fn discard_failure(store: &Store, id: Id) -> Result<bool, StoreError> {
+    with_pool!(store, pool => sqlx::query(
+        "UPDATE failed_records SET discarded_at = $2, updated_at = $2 WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
+        .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
+    .map_err(StoreError::query("discarding a dead-letter entry"))
+}
+
+/// Makes an entry due for retry now.
+pub async fn retry_failure_now(store: &Store, id: Id) -> Result<bool, StoreError> {
+    with_pool!(store, pool => sqlx::query(
+        "UPDATE failed_records SET next_retry_at = $2, updated_at = $2 WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
+        .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
+    .map_err(StoreError::query("scheduling a retry"))
+}

@@ -1,0 +1,181 @@
+//! Runs, ledger, cursors and the dead-letter queue on both backends.
+
+use syncbridge_store::runtime::{self, LedgerWrite, NewFailure, RunCounters};
+use syncbridge_store::testing::TestStore;
+use syncbridge_store::{Id, Store, with_pool};
+
+/// Inserts the minimal configuration a definition needs and returns its id.
+async fn definition(store: &Store) -> Id {
+    let (app, db, table, def) = (Id::new(), Id::new(), Id::new(), Id::new());
+    let now = chrono::Utc::now();
+    with_pool!(store, pool => async {
+        sqlx::query("INSERT INTO applications (id, name, created_at) VALUES ($1, 'a', $2)").bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO databases (id, application_id, name, db_type, environment, database_name, created_at) VALUES ($1, $2, 'd', 'sqlite', 'DEV', 'd', $3)")
+            .bind(db).bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO database_tables (id, database_id, table_name) VALUES ($1, $2, 't')").bind(table).bind(db).execute(pool).await?;
+        sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
+                     VALUES ($1, 's', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
+            .bind(def).bind(table).bind(now).execute(pool).await?;
+        Ok::<_, sqlx::Error>(())
+    }.await)
+    .expect("configuration rows");
+    def
+}
+
+#[tokio::test]
+async fn ledger_cursor_runs_and_failures_round_trip() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let def = definition(&store).await;
+        let run = runtime::start_run(&store, def, "PUSH")
+            .await
+            .expect("start");
+        let write = LedgerWrite {
+            sync_def_id: def,
+            source_identity: "1",
+            source_identity_hash: "h1",
+            key_strategy: "PRIMARY_KEY",
+            source_instance_id: None,
+            sp_list_id: None,
+            sp_item_id: None,
+            content_hash: None,
+            sync_state: "PENDING_CREATE",
+            pending_list_id: Some("list-a"),
+            sync_target_id: None,
+            run_id: run,
+        };
+        runtime::put_ledger(&store, &write).await.expect("pending");
+        assert_eq!(
+            runtime::pending_ledger_rows(&store, def)
+                .await
+                .expect("pending rows")
+                .len(),
+            1,
+            "{backend}"
+        );
+        runtime::put_ledger(
+            &store,
+            &LedgerWrite {
+                sp_list_id: Some("list-a"),
+                sp_item_id: Some(7),
+                content_hash: Some("c"),
+                sync_state: "SYNCED",
+                pending_list_id: None,
+                ..write.clone()
+            },
+        )
+        .await
+        .expect("synced");
+        let rows = runtime::ledger_rows(&store, def, &["h1".into(), "h2".into()])
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 1, "{backend}");
+        assert_eq!(
+            (rows[0].sp_item_id, rows[0].sync_state.as_str()),
+            (Some(7), "SYNCED"),
+            "{backend}"
+        );
+        assert!(
+            runtime::pending_ledger_rows(&store, def)
+                .await
+                .expect("pending rows")
+                .is_empty()
+        );
+        assert_eq!(
+            runtime::ledger_page(&store, def, None, 10)
+                .await
+                .expect("page")
+                .len(),
+            1
+        );
+        assert!(
+            runtime::ledger_page(&store, def, Some("h1"), 10)
+                .await
+                .expect("page")
+                .is_empty()
+        );
+
+        assert_eq!(
+            runtime::source_cursor(&store, def, None)
+                .await
+                .expect("cursor"),
+            None
+        );
+        runtime::put_source_cursor(&store, def, None, "KEYSET", "p1", run)
+            .await
+            .expect("put");
+        runtime::put_source_cursor(&store, def, None, "KEYSET", "p2", run)
+            .await
+            .expect("put again");
+        assert_eq!(
+            runtime::source_cursor(&store, def, None)
+                .await
+                .expect("cursor")
+                .as_deref(),
+            Some("p2"),
+            "{backend}"
+        );
+
+        let failure = NewFailure {
+            sync_def_id: def,
+            run_id: Some(run),
+            source_identity: Some("2"),
+            source_identity_hash: Some("h2"),
+            target_list_id: Some("list-a"),
+            stage: "WRITE",
+            error_code: Some("invalidRequest"),
+            error_message: "Title is too long",
+            raw_data: Some(serde_json::json!({"id": 2})),
+            normalized_data: None,
+            next_retry_at: None,
+        };
+        runtime::record_failure(&store, &failure)
+            .await
+            .expect("dead-letter");
+        runtime::record_failure(&store, &failure)
+            .await
+            .expect("dead-letter again");
+        let open = runtime::open_failures(&store, Some(def))
+            .await
+            .expect("open");
+        assert_eq!(open.len(), 1, "{backend}: one entry per identity");
+        assert_eq!(open[0].retry_count, 1, "{backend}");
+        runtime::resolve_failure(&store, def, "h2")
+            .await
+            .expect("resolve");
+        assert!(
+            runtime::open_failures(&store, None)
+                .await
+                .expect("open")
+                .is_empty()
+        );
+
+        let counters = RunCounters {
+            processed: 2,
+            created: 1,
+            failed: 1,
+            ..RunCounters::default()
+        };
+        runtime::finish_run(&store, run, "COMPLETED", counters, None)
+            .await
+            .expect("finish");
+        runtime::add_event(&store, run, "INFO", "test", "done", None)
+            .await
+            .expect("event");
+        let runs = runtime::recent_runs(&store, Some("s"), 5)
+            .await
+            .expect("runs");
+        assert_eq!(
+            (runs.len(), runs[0].items_created, runs[0].status.as_str()),
+            (1, 1, "COMPLETED"),
+            "{backend}"
+        );
+        assert_eq!(
+            runtime::recent_runs(&store, None, 5)
+                .await
+                .expect("runs")
+                .len(),
+            1
+        );
+    }
+}
