@@ -4,8 +4,10 @@
 //! Stages, each in its own module: [`identity`] (who a row is, and a hash of what it says),
 //! [`rules`] (built-in field transforms), [`router`] (CEL sharding predicates).
 
+pub mod connect;
 pub mod identity;
 pub mod mapping;
 pub mod plan;
 pub mod router;
 pub mod rules;
+pub mod run;

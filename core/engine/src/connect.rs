@@ -1,0 +1,98 @@
+//! Turns meta-store rows into connector configurations, resolving secrets at the last moment.
+//!
+//! The JSON shapes here are the contract between the engine and the built-in connectors:
+//! sources get `{host, port, database, user, password, path, options}` (SQLite reads `path`),
+//! the SharePoint target gets `{graph_base_url, authority_host, tenant_id, client_id,
+//! client_secret, scopes, site_hostname, site_path}`. Secrets are decrypted (or their `${env:…}` /
+//! `${file:…}` reference resolved) only here, and live only in the connector's config.
+
+use secrecy::ExposeSecret as _;
+use syncbridge_api::ConnectorError;
+use syncbridge_config::SecretRef;
+use syncbridge_store::definitions::{RunDefinition, SourceRow, TargetRow};
+use syncbridge_store::secrets::MasterKey;
+
+/// Reads a secret stored as ciphertext or as a reference; `None` when neither is set.
+pub fn resolve_secret(
+    key: &MasterKey,
+    encrypted: Option<&str>,
+    reference: Option<&str>,
+    column: &str,
+) -> Result<Option<String>, ConnectorError> {
+    if let Some(reference) = reference {
+        let parsed = SecretRef::parse(reference).ok_or_else(|| {
+            ConnectorError::user(format!(
+                "{column} holds `{reference}`, which is not a reference"
+            ))
+            .with_hint("apply the config again")
+        })?;
+        return parsed
+            .resolve()
+            .map(Some)
+            .map_err(|message| ConnectorError::user(format!("{column}: {message}")));
+    }
+    match encrypted {
+        Some(stored) => key
+            .decrypt(stored, column)
+            .map(|secret| Some(secret.expose_secret().to_owned()))
+            .map_err(|error| ConnectorError::user(error.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// The configuration of one source instance.
+pub fn source_config(
+    def: &RunDefinition,
+    instance: &SourceRow,
+    key: &MasterKey,
+) -> Result<serde_json::Value, ConnectorError> {
+    let password = resolve_secret(
+        key,
+        instance.db_password.as_deref(),
+        instance.db_password_ref.as_deref(),
+        "database_instances.db_password",
+    )?;
+    let database = instance
+        .db_name
+        .clone()
+        .unwrap_or_else(|| def.database_name.clone());
+    Ok(serde_json::json!({
+        "host": instance.host,
+        "port": instance.port,
+        "database": database,
+        "path": database,
+        "user": instance.db_user,
+        "password": password,
+        "options": instance.config.0,
+    }))
+}
+
+/// The configuration of the SharePoint connection and site a target row uses.
+pub fn target_config(
+    row: &TargetRow,
+    key: &MasterKey,
+) -> Result<serde_json::Value, ConnectorError> {
+    let secret = resolve_secret(
+        key,
+        row.client_secret.as_deref(),
+        row.client_secret_ref.as_deref(),
+        "sharepoint_connections.client_secret",
+    )?
+    .ok_or_else(|| {
+        ConnectorError::user(format!(
+            "connection `{}` has no client secret",
+            row.connection_name
+        ))
+        .with_hint("set `client_secret` in the config and apply it")
+    })?;
+    Ok(serde_json::json!({
+        "graph_base_url": row.graph_base_url,
+        "authority_host": row.authority_host,
+        "tenant_id": row.tenant_id,
+        "client_id": row.client_id,
+        "client_secret": secret,
+        "scopes": row.scopes.0,
+        "site_hostname": row.hostname,
+        "site_path": row.site_path,
+    }))
+}

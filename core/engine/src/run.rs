@@ -1,0 +1,1230 @@
+//! One run of a sync definition: read → identity → map → route → ledger diff → write → commit.
+//!
+//! # The idempotency protocol (DESIGN.md §4)
+//! Before a create is sent, the ledger records the intent (`PENDING_CREATE` with the list). After
+//! the target answers, the ledger records the item id and content hash (`SYNCED`). A move records
+//! `PENDING_MOVE` (new list pending, old item still current), creates in the new list, deletes the
+//! old item, then records `SYNCED`. A delete records `PENDING_DELETE` first. At the start of every
+//! run, pending rows left by a crash are resolved by looking the identity up in the list's hidden,
+//! unique key column: found → adopt the item; absent → forget the intent (the row is read again,
+//! because the cursor only advances after every row below it is synced or dead-lettered).
+//!
+//! The result: whatever fails in between, each source row ends as exactly one item in exactly the
+//! list its shard says.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use serde::Serialize;
+use syncbridge_api::{
+    CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId, Position,
+    ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter as _, TableRef,
+    Value, WriteOp, WriteOutcome,
+};
+use syncbridge_store::definitions::{RunDefinition, load_run_definition, sync_names};
+use syncbridge_store::runtime::{self, LedgerRow, LedgerWrite, NewFailure, RunCounters};
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::{Id, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::connect::{source_config, target_config};
+use crate::identity::{content_hash, source_identity, source_identity_hash};
+use crate::mapping::{Mapper, MappingSpec};
+use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
+use crate::router::CelRouter;
+
+/// The hidden, indexed, unique column that holds each item's identity hash.
+pub const KEY_FIELD: &str = "SyncBridgeKey";
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Ignore the committed cursor and read everything (also finds deletes).
+    pub full: bool,
+    /// Plan only: read and compare, write nothing anywhere.
+    pub dry_run: bool,
+    /// Rows per source batch.
+    pub batch_size: usize,
+    /// Stops the run after the batch in flight (graceful shutdown).
+    pub shutdown: CancellationToken,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            full: false,
+            dry_run: false,
+            batch_size: 1000,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// One planned write, for `--dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedChange {
+    pub action: &'static str,
+    pub identity: String,
+    pub list: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_list: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Option<String>,
+    pub status: String,
+    pub processed: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub moved: i64,
+    pub deleted: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+    pub duration_ms: u128,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedChange>,
+}
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No definition has that name.
+    #[error("no sync definition named `{name}`; defined: {}", if available.is_empty() { "none (apply a config first)".to_owned() } else { available.join(", ") })]
+    UnknownSync {
+        name: String,
+        available: Vec<String>,
+    },
+    /// The definition cannot run as configured.
+    #[error("sync `{sync}`: {message}")]
+    Config { sync: String, message: String },
+    /// The meta-store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A source or target failed in a way that stops the run.
+    #[error("sync `{sync}`: {error}{}", error.hint().map(|h| format!("\n  fix: {h}")).unwrap_or_default())]
+    Connector { sync: String, error: ConnectorError },
+}
+
+impl EngineError {
+    fn config(def: &RunDefinition, message: impl Into<String>) -> Self {
+        Self::Config {
+            sync: def.name.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Shared by every run of one process.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    registry: Arc<Registry>,
+    master_key: Option<Arc<MasterKey>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A target list bound for this run.
+struct BoundTarget {
+    name: String,
+    sync_target_id: Id,
+    collection: CollectionRef,
+    target: Arc<dyn ErasedTarget>,
+}
+
+/// What one source row became before writing.
+struct Prepared {
+    identity: String,
+    hash: String,
+    target: usize,
+    fields: Vec<(String, Value)>,
+    content_hash: String,
+    raw: serde_json::Value,
+}
+
+impl Engine {
+    pub fn new(store: Store, registry: Arc<Registry>, master_key: Option<Arc<MasterKey>>) -> Self {
+        Self {
+            store,
+            registry,
+            master_key,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Loads a definition by name.
+    pub async fn definition(&self, name: &str) -> Result<RunDefinition, EngineError> {
+        match load_run_definition(&self.store, name).await? {
+            Some(def) => Ok(def),
+            None => Err(EngineError::UnknownSync {
+                name: name.to_owned(),
+                available: sync_names(&self.store).await?,
+            }),
+        }
+    }
+
+    fn key(&self) -> Result<Arc<MasterKey>, ConnectorError> {
+        match &self.master_key {
+            Some(key) => Ok(key.clone()),
+            None => MasterKey::load()
+                .map(Arc::new)
+                .map_err(|e| ConnectorError::user(e.to_string())),
+        }
+    }
+
+    /// Connects the first healthy source instance, by role and priority.
+    pub async fn connect_source(
+        &self,
+        def: &RunDefinition,
+    ) -> Result<(Id, Box<dyn ErasedSource>), EngineError> {
+        let factory = self
+            .registry
+            .source(&def.db_type)
+            .map_err(|e| EngineError::config(def, e.to_string()))?;
+        let mut last_error = None;
+        let key = self.key().map_err(|error| EngineError::Connector {
+            sync: def.name.clone(),
+            error,
+        })?;
+        for instance in &def.sources {
+            let config =
+                source_config(def, instance, &key).map_err(|error| EngineError::Connector {
+                    sync: def.name.clone(),
+                    error,
+                })?;
+            match factory(config).await {
+                Ok(source) => match source.healthcheck().await {
+                    Ok(()) => return Ok((instance.instance_id, source)),
+                    Err(error) => {
+                        tracing::warn!(sync = %def.name, instance = %instance.instance_label, error = %error, "source instance unhealthy; trying the next");
+                        last_error = Some(error);
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(sync = %def.name, instance = %instance.instance_label, error = %error, "source instance unreachable; trying the next");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(EngineError::Connector {
+            sync: def.name.clone(),
+            error: last_error.unwrap_or_else(|| {
+                ConnectorError::user("no enabled source instance")
+                    .with_hint("bind an instance in `source.instances` and apply")
+            }),
+        })
+    }
+
+    /// Connects each distinct SharePoint connection and site once.
+    async fn connect_targets(
+        &self,
+        def: &RunDefinition,
+        require_lists: bool,
+    ) -> Result<Vec<BoundTarget>, EngineError> {
+        let factory = self
+            .registry
+            .target("sharepoint")
+            .map_err(|e| EngineError::config(def, e.to_string()))?;
+        let mut by_site: HashMap<Id, Arc<dyn ErasedTarget>> = HashMap::new();
+        let mut bound = Vec::new();
+        for row in &def.targets {
+            let target = match by_site.get(&row.site_row_id) {
+                Some(target) => target.clone(),
+                None => {
+                    let key = self.key().map_err(|error| EngineError::Connector {
+                        sync: def.name.clone(),
+                        error,
+                    })?;
+                    let config =
+                        target_config(row, &key).map_err(|error| EngineError::Connector {
+                            sync: def.name.clone(),
+                            error,
+                        })?;
+                    let target: Arc<dyn ErasedTarget> =
+                        Arc::from(factory(config).await.map_err(|error| {
+                            EngineError::Connector {
+                                sync: def.name.clone(),
+                                error,
+                            }
+                        })?);
+                    by_site.insert(row.site_row_id, target.clone());
+                    target
+                }
+            };
+            let list_id = match (&row.list_id, require_lists) {
+                (Some(id), _) => id.clone(),
+                (None, false) => String::new(),
+                (None, true) => {
+                    return Err(EngineError::config(
+                        def,
+                        format!(
+                            "list `{}` is not provisioned yet; run `syncbridge provision {}` first",
+                            row.list_name, def.name
+                        ),
+                    ));
+                }
+            };
+            bound.push(BoundTarget {
+                name: row.name.clone(),
+                sync_target_id: row.sync_target_id,
+                collection: CollectionRef {
+                    id: list_id,
+                    name: row.list_name.clone(),
+                },
+                target,
+            });
+        }
+        if bound.is_empty() {
+            return Err(EngineError::config(
+                def,
+                "the definition has no active target",
+            ));
+        }
+        Ok(bound)
+    }
+
+    /// Runs a definition once.
+    pub async fn run(&self, name: &str, options: &RunOptions) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        let def = self.definition(name).await?;
+        if !def.is_enabled {
+            return Err(EngineError::config(
+                &def,
+                "the definition is disabled (`enabled: false`)",
+            ));
+        }
+        let specs: Vec<MappingSpec> = def
+            .mappings
+            .iter()
+            .map(|m| MappingSpec {
+                source: m.source_column_name.clone(),
+                target: m.target_column_name.clone(),
+                direction: m.sync_direction.clone(),
+                transform: m.transform_rule.clone(),
+                is_system_field: m.is_system_field,
+            })
+            .collect();
+        let mapper = Mapper::new(&self.registry, &specs)
+            .map_err(|e| EngineError::config(&def, e.message))?;
+        let targets = self.connect_targets(&def, true).await?;
+        let router = build_router(&def, &targets)?;
+        if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
+            return Err(EngineError::config(
+                &def,
+                "no key columns: introspect the source (`syncbridge introspect`) or list `key.columns`",
+            ));
+        }
+        let (instance_id, source) = self.connect_source(&def).await?;
+
+        let mut run = RunState {
+            engine: self,
+            def: &def,
+            mode: Mode::from_sync_mode(&def.sync_mode),
+            targets: &targets,
+            options,
+            run_id: None,
+            instance_id,
+            counters: RunCounters::default(),
+            planned: Vec::new(),
+            seen: HashSet::new(),
+        };
+        if !options.dry_run {
+            run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
+            run.recover().await?;
+        }
+        let outcome = run.stream(source.as_ref(), &mapper, router.as_ref()).await;
+        let outcome = match outcome {
+            Ok(complete) if complete && (options.full || def.cursor_strategy == "FULL_SCAN") => {
+                run.delete_vanished().await.map(|()| complete)
+            }
+            other => other,
+        };
+        let status = match &outcome {
+            Ok(true) => "COMPLETED",
+            Ok(false) | Err(_) => "FAILED",
+        };
+        let error_text = match &outcome {
+            Ok(false) => Some("stopped before the end (shutdown requested)".to_owned()),
+            Err(error) => Some(error.to_string()),
+            Ok(true) => None,
+        };
+        if let Some(run_id) = run.run_id {
+            runtime::finish_run(
+                &self.store,
+                run_id,
+                status,
+                run.counters,
+                error_text.as_deref(),
+            )
+            .await?;
+        }
+        outcome?;
+        let counters = run.counters;
+        Ok(RunReport {
+            run_id: run.run_id.map(|id| id.to_string()),
+            status: status.to_owned(),
+            processed: counters.processed,
+            created: counters.created,
+            updated: counters.updated,
+            moved: counters.moved,
+            deleted: counters.deleted,
+            unchanged: counters.unchanged,
+            failed: counters.failed,
+            duration_ms: started.elapsed().as_millis(),
+            planned: run.planned,
+        })
+    }
+}
+
+/// The router for CONDITIONAL definitions; `None` for SINGLE (everything to the one target).
+fn build_router(
+    def: &RunDefinition,
+    targets: &[BoundTarget],
+) -> Result<Option<CelRouter>, EngineError> {
+    if def.target_strategy != "CONDITIONAL" {
+        return Ok(None);
+    }
+    let rules: Vec<(String, String)> = def
+        .sharding_policy
+        .as_ref()
+        .and_then(|p| p.get("rules"))
+        .and_then(|r| r.as_array())
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.get("target")?.as_str()?.to_owned(),
+                        r.get("when")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (target, _) in &rules {
+        if !targets.iter().any(|t| &t.name == target) {
+            return Err(EngineError::config(
+                def,
+                format!("a sharding rule routes to `{target}`, which is not a target"),
+            ));
+        }
+    }
+    CelRouter::new(&rules)
+        .map(Some)
+        .map_err(|e| EngineError::config(def, e.message))
+}
+
+struct RunState<'a> {
+    engine: &'a Engine,
+    def: &'a RunDefinition,
+    mode: Mode,
+    targets: &'a [BoundTarget],
+    options: &'a RunOptions,
+    run_id: Option<Id>,
+    instance_id: Id,
+    counters: RunCounters,
+    planned: Vec<PlannedChange>,
+    /// Identity hashes read this run (first 16 bytes), for finding deletes after a full scan.
+    seen: HashSet<[u8; 16]>,
+}
+
+fn hash_prefix(hash: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if let Ok(bytes) = hex::decode(hash.get(..32).unwrap_or(hash)) {
+        let n = bytes.len().min(16);
+        out[..n].copy_from_slice(&bytes[..n]);
+    }
+    out
+}
+
+fn row_json(columns: &[String], row: &Row) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .zip(&row.values)
+        .map(|(c, v)| {
+            (
+                c.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+impl RunState<'_> {
+    fn default_target(&self) -> usize {
+        self.targets
+            .iter()
+            .position(|t| {
+                self.def
+                    .targets
+                    .iter()
+                    .any(|row| row.sync_target_id == t.sync_target_id && row.is_default)
+            })
+            .unwrap_or(0)
+    }
+
+    fn target_by_list(&self, list_id: &str) -> Option<&BoundTarget> {
+        self.targets.iter().find(|t| t.collection.id == list_id)
+    }
+
+    fn connector_error(&self, error: ConnectorError) -> EngineError {
+        EngineError::Connector {
+            sync: self.def.name.clone(),
+            error,
+        }
+    }
+
+    /// Resolves ledger rows a previous run left pending (crash recovery).
+    async fn recover(&mut self) -> Result<(), EngineError> {
+        let store = &self.engine.store;
+        let pending = runtime::pending_ledger_rows(store, self.def.id).await?;
+        if !pending.is_empty() {
+            tracing::info!(sync = %self.def.name, rows = pending.len(), "resolving writes a previous run left pending");
+        }
+        for row in pending {
+            match row.sync_state.as_str() {
+                "PENDING_CREATE" | "PENDING_MOVE" => {
+                    let Some(list) = row
+                        .pending_list_id
+                        .as_deref()
+                        .and_then(|l| self.target_by_list(l))
+                    else {
+                        runtime::delete_ledger(store, self.def.id, &row.source_identity_hash)
+                            .await?;
+                        continue;
+                    };
+                    let found = list
+                        .target
+                        .find_by_key(&list.collection, KEY_FIELD, &row.source_identity_hash)
+                        .await
+                        .map_err(|e| self.connector_error(e))?;
+                    match (found, row.sync_state.as_str()) {
+                        (Some(item), state) => {
+                            if state == "PENDING_MOVE" {
+                                self.delete_old_copy(&row).await?;
+                            }
+                            // Adopt the item; a null content hash makes the next read update it.
+                            self.put(
+                                &row.source_identity,
+                                &row.source_identity_hash,
+                                Some(&list.collection.id.clone()),
+                                Some(item.0),
+                                None,
+                                "SYNCED",
+                                None,
+                                Some(list.sync_target_id),
+                            )
+                            .await?;
+                        }
+                        (None, "PENDING_MOVE") => {
+                            // The new copy never appeared: the old item is still current.
+                            let old_list = row.sp_list_id.clone();
+                            self.put(
+                                &row.source_identity,
+                                &row.source_identity_hash,
+                                old_list.as_deref(),
+                                row.sp_item_id,
+                                None,
+                                "SYNCED",
+                                None,
+                                None,
+                            )
+                            .await?;
+                        }
+                        (None, _) => {
+                            runtime::delete_ledger(store, self.def.id, &row.source_identity_hash)
+                                .await?
+                        }
+                    }
+                }
+                "PENDING_DELETE" => {
+                    self.delete_item(&row).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the item a moved row left in its old list (404 counts as done).
+    async fn delete_old_copy(&self, row: &LedgerRow) -> Result<(), EngineError> {
+        let (Some(list_id), Some(item)) = (row.sp_list_id.as_deref(), row.sp_item_id) else {
+            return Ok(());
+        };
+        let Some(list) = self.target_by_list(list_id) else {
+            return Ok(());
+        };
+        let outcomes = list
+            .target
+            .write(
+                &list.collection,
+                vec![WriteOp::Delete {
+                    item_id: ItemId(item),
+                }],
+            )
+            .await
+            .map_err(|e| self.connector_error(e))?;
+        match outcomes.into_iter().next() {
+            Some(WriteOutcome::Deleted | WriteOutcome::NotFound) => Ok(()),
+            Some(WriteOutcome::Failed(error)) => Err(self.connector_error(error)),
+            Some(other) => Err(self.connector_error(ConnectorError::external(format!(
+                "deleting item {item} of {list_id}: {other:?}"
+            )))),
+            None => Err(self.connector_error(ConnectorError::internal(
+                "the target returned no outcome for a delete",
+            ))),
+        }
+    }
+
+    /// Deletes a row's item and forgets the row (`PENDING_DELETE` first, so a crash retries).
+    async fn delete_item(&mut self, row: &LedgerRow) -> Result<(), EngineError> {
+        self.put(
+            &row.source_identity,
+            &row.source_identity_hash,
+            row.sp_list_id.as_deref(),
+            row.sp_item_id,
+            row.content_hash.as_deref(),
+            "PENDING_DELETE",
+            None,
+            None,
+        )
+        .await?;
+        self.delete_old_copy(row).await?;
+        runtime::delete_ledger(&self.engine.store, self.def.id, &row.source_identity_hash).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        identity: &str,
+        hash: &str,
+        list: Option<&str>,
+        item: Option<i64>,
+        content: Option<&str>,
+        state: &str,
+        pending_list: Option<&str>,
+        sync_target_id: Option<Id>,
+    ) -> Result<(), EngineError> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        runtime::put_ledger(
+            &self.engine.store,
+            &LedgerWrite {
+                sync_def_id: self.def.id,
+                source_identity: identity,
+                source_identity_hash: hash,
+                key_strategy: &self.def.key_strategy,
+                source_instance_id: Some(self.instance_id),
+                sp_list_id: list,
+                sp_item_id: item,
+                content_hash: content,
+                sync_state: state,
+                pending_list_id: pending_list,
+                sync_target_id,
+                run_id,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &mut self,
+        identity: Option<&str>,
+        hash: Option<&str>,
+        list: Option<&str>,
+        stage: &str,
+        code: Option<&str>,
+        message: &str,
+        raw: serde_json::Value,
+        normalized: Option<serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        self.counters.failed += 1;
+        tracing::warn!(sync = %self.def.name, identity = identity.unwrap_or("?"), stage, error = message, "row dead-lettered");
+        if self.options.dry_run {
+            return Ok(());
+        }
+        runtime::record_failure(
+            &self.engine.store,
+            &NewFailure {
+                sync_def_id: self.def.id,
+                run_id: self.run_id,
+                source_identity: identity,
+                source_identity_hash: hash,
+                target_list_id: list,
+                stage,
+                error_code: code,
+                error_message: message,
+                raw_data: Some(raw),
+                normalized_data: normalized,
+                next_retry_at: Some(chrono::Utc::now() + chrono::Duration::minutes(5)),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn read_request(&self, from: Option<Position>, mapper: &Mapper) -> ReadRequest {
+        let mut columns: Vec<String> = Vec::new();
+        for column in self
+            .def
+            .key_columns
+            .iter()
+            .map(String::as_str)
+            .chain(mapper.source_columns())
+            .chain(self.def.cursor_column.as_deref())
+        {
+            if !columns.iter().any(|c| c == column) {
+                columns.push(column.to_owned());
+            }
+        }
+        let cursor = match self.def.cursor_strategy.as_str() {
+            "UPDATED_AT" => CursorSpec::UpdatedAt {
+                column: self.def.cursor_column.clone().unwrap_or_default(),
+                look_back: std::time::Duration::from_secs(
+                    self.def
+                        .cursor_options
+                        .get("look_back_seconds")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(300),
+                ),
+            },
+            "LSN" => CursorSpec::Lsn {
+                options: self.def.cursor_options.clone(),
+            },
+            _ => CursorSpec::FullScan,
+        };
+        let key = if self.def.key_columns.is_empty() {
+            columns.clone()
+        } else {
+            self.def.key_columns.clone()
+        };
+        ReadRequest {
+            table: TableRef {
+                schema: self.def.schema_name.clone(),
+                name: self.def.table_name.clone(),
+            },
+            columns,
+            key,
+            cursor,
+            from,
+            batch_size: self.options.batch_size.max(1),
+        }
+    }
+
+    /// Streams the source; `Ok(false)` when stopped early by shutdown.
+    async fn stream(
+        &mut self,
+        source: &dyn ErasedSource,
+        mapper: &Mapper,
+        router: Option<&CelRouter>,
+    ) -> Result<bool, EngineError> {
+        let full_scan = self.def.cursor_strategy == "FULL_SCAN";
+        let from = if self.options.full || full_scan {
+            None
+        } else {
+            runtime::source_cursor(&self.engine.store, self.def.id, Some(self.instance_id))
+                .await?
+                .map(Position)
+        };
+        let request = self.read_request(from, mapper);
+        let mut stream = source
+            .read(request.clone())
+            .await
+            .map_err(|e| self.connector_error(e))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.connector_error(e))?;
+            self.process_batch(&batch, mapper, router).await?;
+            if let (Some(position), Some(run_id)) = (&batch.position, self.run_id)
+                && !full_scan
+            {
+                let cursor_type = if self.def.cursor_strategy == "LSN" {
+                    "LSN"
+                } else {
+                    "TIMESTAMP"
+                };
+                runtime::put_source_cursor(
+                    &self.engine.store,
+                    self.def.id,
+                    Some(self.instance_id),
+                    cursor_type,
+                    &position.0,
+                    run_id,
+                )
+                .await?;
+                source
+                    .acknowledge(&request, position)
+                    .await
+                    .map_err(|e| self.connector_error(e))?;
+            }
+            if self.options.shutdown.is_cancelled() {
+                tracing::info!(sync = %self.def.name, "stopping after the batch in flight, as asked");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn identity_of(
+        &self,
+        columns: &[String],
+        row: &Row,
+        mapped: Option<&[(String, Value)]>,
+    ) -> Option<String> {
+        if self.def.key_strategy == "HASHED" {
+            let fields = mapped?;
+            return Some(source_identity(fields.iter().map(|(_, v)| v)));
+        }
+        let mut values = Vec::with_capacity(self.def.key_columns.len());
+        for key in &self.def.key_columns {
+            let index = columns.iter().position(|c| c == key)?;
+            values.push(&row.values[index]);
+        }
+        Some(source_identity(values))
+    }
+
+    async fn process_batch(
+        &mut self,
+        batch: &RowBatch,
+        mapper: &Mapper,
+        router: Option<&CelRouter>,
+    ) -> Result<(), EngineError> {
+        let columns = &batch.columns;
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
+        let mut deletes: Vec<String> = Vec::new();
+        for row in &batch.rows {
+            self.counters.processed += 1;
+            let raw = row_json(columns, row);
+            if row.kind == RowKind::Delete {
+                if let Some(identity) = self.identity_of(columns, row, None) {
+                    deletes.push(source_identity_hash(&self.def.key_strategy, &identity));
+                }
+                continue;
+            }
+            let mapped = match mapper.map_row(columns, row) {
+                Ok(mapped) => mapped,
+                Err(error) => {
+                    let identity = self.identity_of(columns, row, None);
+                    let hash = identity
+                        .as_deref()
+                        .map(|i| source_identity_hash(&self.def.key_strategy, i));
+                    if let Some(hash) = &hash {
+                        self.seen.insert(hash_prefix(hash));
+                    }
+                    self.dead_letter(
+                        identity.as_deref(),
+                        hash.as_deref(),
+                        None,
+                        "TRANSFORM",
+                        None,
+                        &error.message,
+                        raw,
+                        None,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            let Some(identity) = self.identity_of(columns, row, Some(&mapped.fields)) else {
+                self.dead_letter(
+                    None,
+                    None,
+                    None,
+                    "IDENTITY",
+                    None,
+                    "the row lacks a key column",
+                    raw,
+                    None,
+                )
+                .await?;
+                continue;
+            };
+            let hash = source_identity_hash(&self.def.key_strategy, &identity);
+            self.seen.insert(hash_prefix(&hash));
+            let target = match router.map(|r| r.route(&[mapped.view()]).remove(0)) {
+                None | Some(RouteDecision::Default) => self.default_target(),
+                Some(RouteDecision::Target(name)) => {
+                    match self.targets.iter().position(|t| t.name == name) {
+                        Some(index) => index,
+                        None => self.default_target(),
+                    }
+                }
+                Some(RouteDecision::Failed(error)) => {
+                    let normalized = serde_json::to_value(&mapped.fields).ok();
+                    self.dead_letter(
+                        Some(&identity),
+                        Some(&hash),
+                        None,
+                        "ROUTE",
+                        None,
+                        &error.message,
+                        raw,
+                        normalized,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            let list_id = &self.targets[target].collection.id;
+            let content = content_hash(list_id, mapped.fields.iter().map(|(k, v)| (k.as_str(), v)));
+            prepared.push(Prepared {
+                identity,
+                hash,
+                target,
+                fields: mapped.fields,
+                content_hash: content,
+                raw,
+            });
+        }
+
+        let mut hashes: Vec<String> = prepared.iter().map(|p| p.hash.clone()).collect();
+        hashes.extend(deletes.iter().cloned());
+        let ledger: HashMap<String, LedgerRow> =
+            runtime::ledger_rows(&self.engine.store, self.def.id, &hashes)
+                .await?
+                .into_iter()
+                .map(|row| (row.source_identity_hash.clone(), row))
+                .collect();
+
+        // Deletes from the change log.
+        if deletes_vanished_rows(self.mode) {
+            for hash in &deletes {
+                if let Some(row) = ledger.get(hash) {
+                    self.plan_delete(row).await?;
+                }
+            }
+        }
+
+        // Group the writes per target list.
+        let mut per_target: Vec<Vec<(Prepared, Planned)>> =
+            (0..self.targets.len()).map(|_| Vec::new()).collect();
+        for row in prepared {
+            let synced =
+                ledger
+                    .get(&row.hash)
+                    .and_then(|l| match (l.sp_list_id.as_deref(), l.sp_item_id) {
+                        (Some(list), Some(item)) if l.sync_state == "SYNCED" => Some(Synced {
+                            list,
+                            item_id: item,
+                            content_hash: l.content_hash.as_deref().unwrap_or(""),
+                        }),
+                        _ => None,
+                    });
+            let list_id = self.targets[row.target].collection.id.clone();
+            let planned = plan_row(self.mode, synced.as_ref(), &list_id, &row.content_hash);
+            if self.options.dry_run {
+                self.record_plan(&row, &planned);
+                continue;
+            }
+            if planned == Planned::Skip {
+                self.counters.unchanged += 1;
+                continue;
+            }
+            per_target[row.target].push((row, planned));
+        }
+        for (index, rows) in per_target.into_iter().enumerate() {
+            if !rows.is_empty() {
+                self.write_to(index, rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record_plan(&mut self, row: &Prepared, planned: &Planned) {
+        let list = self.targets[row.target].collection.name.clone();
+        let (action, from_list) = match planned {
+            Planned::Create => ("create", None),
+            Planned::Update { .. } => ("update", None),
+            Planned::Skip => {
+                self.counters.unchanged += 1;
+                return;
+            }
+            Planned::Move { from_list, .. } => (
+                "move",
+                Some(
+                    self.target_by_list(from_list)
+                        .map_or_else(|| from_list.clone(), |t| t.collection.name.clone()),
+                ),
+            ),
+        };
+        match action {
+            "create" => self.counters.created += 1,
+            "update" => self.counters.updated += 1,
+            _ => self.counters.moved += 1,
+        }
+        self.planned.push(PlannedChange {
+            action,
+            identity: row.identity.clone(),
+            list,
+            from_list,
+        });
+    }
+
+    async fn plan_delete(&mut self, row: &LedgerRow) -> Result<(), EngineError> {
+        if self.options.dry_run {
+            self.counters.deleted += 1;
+            let list = row
+                .sp_list_id
+                .as_deref()
+                .and_then(|l| self.target_by_list(l))
+                .map(|t| t.collection.name.clone())
+                .unwrap_or_default();
+            self.planned.push(PlannedChange {
+                action: "delete",
+                identity: row.source_identity.clone(),
+                list,
+                from_list: None,
+            });
+            return Ok(());
+        }
+        self.delete_item(row).await?;
+        self.counters.deleted += 1;
+        Ok(())
+    }
+
+    /// Writes one list's share of a batch and records every outcome.
+    async fn write_to(
+        &mut self,
+        index: usize,
+        rows: Vec<(Prepared, Planned)>,
+    ) -> Result<(), EngineError> {
+        let target = &self.targets[index];
+        let list_id = target.collection.id.clone();
+        let sync_target_id = target.sync_target_id;
+        // Intents first: a crash after the target created an item is recovered by key look-up.
+        for (row, planned) in &rows {
+            match planned {
+                Planned::Create => {
+                    self.put(
+                        &row.identity,
+                        &row.hash,
+                        None,
+                        None,
+                        None,
+                        "PENDING_CREATE",
+                        Some(&list_id),
+                        Some(sync_target_id),
+                    )
+                    .await?;
+                }
+                Planned::Move {
+                    from_list,
+                    from_item,
+                } => {
+                    self.put(
+                        &row.identity,
+                        &row.hash,
+                        Some(from_list),
+                        Some(*from_item),
+                        None,
+                        "PENDING_MOVE",
+                        Some(&list_id),
+                        Some(sync_target_id),
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        let ops: Vec<WriteOp> = rows
+            .iter()
+            .map(|(row, planned)| {
+                let mut fields = row.fields.clone();
+                match planned {
+                    Planned::Update { item_id } => WriteOp::Update {
+                        item_id: ItemId(*item_id),
+                        fields,
+                    },
+                    _ => {
+                        fields.push((KEY_FIELD.to_owned(), Value::Text(row.hash.clone())));
+                        WriteOp::Create {
+                            key: row.hash.clone(),
+                            fields,
+                        }
+                    }
+                }
+            })
+            .collect();
+        let target = self.targets[index].target.clone();
+        let collection = self.targets[index].collection.clone();
+        let outcomes = target
+            .write(&collection, ops)
+            .await
+            .map_err(|e| self.connector_error(e))?;
+        if outcomes.len() != rows.len() {
+            return Err(self.connector_error(ConnectorError::internal(format!(
+                "the target answered {} outcomes for {} writes",
+                outcomes.len(),
+                rows.len()
+            ))));
+        }
+        let mut recreate = Vec::new();
+        for ((row, planned), outcome) in rows.into_iter().zip(outcomes) {
+            match outcome {
+                WriteOutcome::Created { item_id } => {
+                    if let Planned::Move {
+                        from_list,
+                        from_item,
+                    } = &planned
+                    {
+                        let old = LedgerRow {
+                            id: Id::new(),
+                            source_identity: row.identity.clone(),
+                            source_identity_hash: row.hash.clone(),
+                            sp_list_id: Some(from_list.clone()),
+                            sp_item_id: Some(*from_item),
+                            content_hash: None,
+                            sync_state: "PENDING_MOVE".into(),
+                            pending_list_id: None,
+                        };
+                        self.delete_old_copy(&old).await?;
+                        self.counters.moved += 1;
+                    } else {
+                        self.counters.created += 1;
+                    }
+                    self.put(
+                        &row.identity,
+                        &row.hash,
+                        Some(&list_id),
+                        Some(item_id.0),
+                        Some(&row.content_hash),
+                        "SYNCED",
+                        None,
+                        Some(sync_target_id),
+                    )
+                    .await?;
+                    runtime::resolve_failure(&self.engine.store, self.def.id, &row.hash).await?;
+                }
+                WriteOutcome::Updated => {
+                    let Planned::Update { item_id } = planned else {
+                        continue;
+                    };
+                    self.counters.updated += 1;
+                    self.put(
+                        &row.identity,
+                        &row.hash,
+                        Some(&list_id),
+                        Some(item_id),
+                        Some(&row.content_hash),
+                        "SYNCED",
+                        None,
+                        Some(sync_target_id),
+                    )
+                    .await?;
+                    runtime::resolve_failure(&self.engine.store, self.def.id, &row.hash).await?;
+                }
+                WriteOutcome::NotFound => {
+                    // Someone deleted the item in SharePoint: create it again.
+                    recreate.push(row);
+                }
+                WriteOutcome::Deleted => {}
+                WriteOutcome::Rejected { code, message } => {
+                    self.forget_intent(&row, &planned).await?;
+                    let normalized = serde_json::to_value(&row.fields).ok();
+                    self.dead_letter(
+                        Some(&row.identity),
+                        Some(&row.hash),
+                        Some(&list_id),
+                        "WRITE",
+                        Some(&code),
+                        &message,
+                        row.raw.clone(),
+                        normalized,
+                    )
+                    .await?;
+                }
+                WriteOutcome::Failed(error) => {
+                    self.forget_intent(&row, &planned).await?;
+                    let normalized = serde_json::to_value(&row.fields).ok();
+                    let message = error.to_string();
+                    self.dead_letter(
+                        Some(&row.identity),
+                        Some(&row.hash),
+                        Some(&list_id),
+                        "WRITE",
+                        Some("retriable"),
+                        &message,
+                        row.raw.clone(),
+                        normalized,
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        if !recreate.is_empty() {
+            let rows: Vec<(Prepared, Planned)> = recreate
+                .into_iter()
+                .map(|row| (row, Planned::Create))
+                .collect();
+            Box::pin(self.write_to(index, rows)).await?;
+        }
+        Ok(())
+    }
+
+    /// After a refused create or move, the ledger goes back to what is true in the target.
+    async fn forget_intent(&self, row: &Prepared, planned: &Planned) -> Result<(), EngineError> {
+        match planned {
+            Planned::Create => {
+                runtime::delete_ledger(&self.engine.store, self.def.id, &row.hash).await?
+            }
+            Planned::Move {
+                from_list,
+                from_item,
+            } => {
+                self.put(
+                    &row.identity,
+                    &row.hash,
+                    Some(from_list),
+                    Some(*from_item),
+                    None,
+                    "SYNCED",
+                    None,
+                    None,
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After a complete full read: items whose source row is gone are deleted.
+    async fn delete_vanished(&mut self) -> Result<(), EngineError> {
+        if !deletes_vanished_rows(self.mode) {
+            return Ok(());
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                runtime::ledger_page(&self.engine.store, self.def.id, after.as_deref(), 1000)
+                    .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.source_identity_hash.clone());
+            for row in page {
+                if !self.seen.contains(&hash_prefix(&row.source_identity_hash)) {
+                    self.plan_delete(&row).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
