@@ -32,7 +32,7 @@ pub type RuleFactory =
 
 /// A name the registry does not know, with the names it does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} `{name}`; available: {}", available.join(", "))]
+#[error("unknown {what} `{name}`; available: {}", if available.is_empty() { "none in this build".to_owned() } else { available.join(", ") })]
 pub struct UnknownName {
     pub what: &'static str,
     pub name: String,

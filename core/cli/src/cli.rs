@@ -60,6 +60,14 @@ pub enum Command {
     Schema,
     /// Show what is configured and the last runs.
     Status,
+    /// Create the target lists of a sync and their columns (idempotent).
+    Provision(SyncArgs),
+    /// Run a sync once: write only what changed.
+    Run(RunArgs),
+    /// List recent runs.
+    Runs(RunsArgs),
+    /// Inspect and manage the dead-letter queue.
+    Dlq(DlqArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,4 +81,55 @@ pub struct ApplyArgs {
     /// Show what would change without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The sync definition's name.
+    pub sync: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sync definition's name.
+    pub sync: String,
+    /// Read everything, ignoring the committed cursor (also finds deleted rows).
+    #[arg(long)]
+    pub full: bool,
+    /// Print the planned creates, updates, moves and deletes; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows per source batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this sync's runs.
+    pub sync: Option<String>,
+    /// How many runs to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Open entries, newest first.
+    List {
+        /// Only this sync's entries.
+        sync: Option<String>,
+    },
+    /// One entry with its raw and normalized payload.
+    Show { id: String },
+    /// Retry an entry with the next run.
+    Retry { id: String },
+    /// Never retry an entry (it is kept for the record).
+    Discard { id: String },
 }

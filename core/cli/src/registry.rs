@@ -5,5 +5,8 @@ use syncbridge_api::Registry;
 
 /// Everything this build ships.
 pub fn builtin() -> Registry {
-    Registry::new()
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_sqlite::SqliteSource>();
+    syncbridge_engine::rules::register_builtin_rules(&mut registry);
+    registry
 }

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod identity;
 pub mod mapping;
 pub mod plan;
+pub mod provision;
 pub mod router;
 pub mod rules;
 pub mod run;

@@ -297,6 +297,19 @@ impl Engine {
         Ok(bound)
     }
 
+    /// One connected target per target row, for provisioning (lists may not exist yet).
+    pub(crate) async fn connect_targets_for_provisioning(
+        &self,
+        def: &RunDefinition,
+    ) -> Result<Vec<Arc<dyn ErasedTarget>>, EngineError> {
+        Ok(self
+            .connect_targets(def, false)
+            .await?
+            .into_iter()
+            .map(|t| t.target)
+            .collect())
+    }
+
     /// Runs a definition once.
     pub async fn run(&self, name: &str, options: &RunOptions) -> Result<RunReport, EngineError> {
         let started = Instant::now();

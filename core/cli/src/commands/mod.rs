@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod dlq;
 pub mod migrate;
+pub mod run;
 pub mod schema;
 pub mod status;
 

@@ -1,0 +1,205 @@
+//! `syncbridge run SYNC`, `syncbridge provision SYNC` and `syncbridge runs [SYNC]`.
+
+use std::sync::Arc;
+
+use syncbridge_engine::run::{Engine, EngineError, RunOptions};
+use syncbridge_store::runtime::recent_runs;
+
+use crate::cli::{GlobalArgs, RunArgs, RunsArgs, SyncArgs};
+use crate::commands::{open_migrated_store, print_json, store_error};
+use crate::exit::{CliError, Exit};
+
+pub fn engine_error(error: EngineError) -> CliError {
+    let exit = match &error {
+        EngineError::UnknownSync { .. } | EngineError::Config { .. } => Exit::BadInput,
+        EngineError::Store(store) if store.is_unreachable() => Exit::Unreachable,
+        EngineError::Store(store) if store.is_bad_input() => Exit::BadInput,
+        EngineError::Connector { error, .. } => match error.domain() {
+            syncbridge_api::ErrorDomain::User => Exit::BadInput,
+            syncbridge_api::ErrorDomain::External => Exit::Unreachable,
+            syncbridge_api::ErrorDomain::Internal => Exit::Internal,
+        },
+        _ => Exit::Internal,
+    };
+    CliError::new(exit, error.to_string())
+}
+
+async fn engine(global: &GlobalArgs) -> Result<Engine, CliError> {
+    let store = open_migrated_store(global).await?;
+    Ok(Engine::new(
+        store,
+        Arc::new(crate::registry::builtin()),
+        None,
+    ))
+}
+
+/// Stops gracefully on the first Ctrl-C / SIGTERM, at once on the second.
+fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let signal = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!(
+            "finishing the batch in flight, then stopping (press Ctrl-C again to stop now)"
+        );
+        signal.cancel();
+        wait_for_signal().await;
+        tracing::warn!("stopping now; the next run resumes safely");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    let options = RunOptions {
+        full: args.full,
+        dry_run: args.dry_run,
+        batch_size: args.batch_size,
+        shutdown: shutdown_token(),
+    };
+    let report = engine
+        .run(&args.sync, &options)
+        .await
+        .map_err(engine_error)?;
+    if global.json {
+        print_json(&report)?;
+    } else {
+        if args.dry_run {
+            for change in &report.planned {
+                match &change.from_list {
+                    Some(from) => println!(
+                        "would move   {} from {from} to {}",
+                        change.identity, change.list
+                    ),
+                    None => println!(
+                        "would {:<6} {} in {}",
+                        change.action, change.identity, change.list
+                    ),
+                }
+            }
+        }
+        println!(
+            "{} {}: {} processed, {} created, {} updated, {} moved, {} deleted, {} unchanged, {} failed in {} ms{}",
+            args.sync,
+            report.status.to_lowercase(),
+            report.processed,
+            report.created,
+            report.updated,
+            report.moved,
+            report.deleted,
+            report.unchanged,
+            report.failed,
+            report.duration_ms,
+            if args.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
+        );
+        if report.failed > 0 {
+            println!("failed rows are in the dead-letter queue: `syncbridge dlq list`");
+        }
+    }
+    Ok(if report.failed > 0 || report.status != "COMPLETED" {
+        Exit::Failures
+    } else {
+        Exit::Ok
+    })
+}
+
+pub async fn provision(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    let reports = engine.provision(&args.sync).await.map_err(engine_error)?;
+    if global.json {
+        print_json(&reports)?;
+        return Ok(Exit::Ok);
+    }
+    for report in &reports {
+        let what = if report.created { "created" } else { "exists" };
+        let added = if report.added_fields.is_empty() {
+            String::new()
+        } else {
+            format!(", added {}", report.added_fields.join(", "))
+        };
+        println!("{}: {what} ({}){added}", report.list, report.list_id);
+        for field in &report.incompatible_fields {
+            println!("  incompatible, left unchanged: {field}");
+        }
+    }
+    Ok(
+        if reports.iter().any(|r| !r.incompatible_fields.is_empty()) {
+            Exit::Failures
+        } else {
+            Exit::Ok
+        },
+    )
+}
+
+pub async fn runs(global: &GlobalArgs, args: &RunsArgs) -> Result<Exit, CliError> {
+    let store = open_migrated_store(global).await?;
+    let runs = recent_runs(&store, args.sync.as_deref(), args.limit)
+        .await
+        .map_err(store_error)?;
+    if global.json {
+        print_json(&runs)?;
+        return Ok(Exit::Ok);
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<36} {:<20} {:<10} {:<20} {:>9} {:>7} {:>7} {:>6} {:>7} {:>9} {:>6}",
+        "RUN",
+        "SYNC",
+        "STATUS",
+        "STARTED",
+        "PROCESSED",
+        "CREATED",
+        "UPDATED",
+        "MOVED",
+        "DELETED",
+        "UNCHANGED",
+        "FAILED"
+    );
+    for run in runs {
+        println!(
+            "{:<36} {:<20} {:<10} {:<20} {:>9} {:>7} {:>7} {:>6} {:>7} {:>9} {:>6}",
+            run.id.to_string(),
+            run.sync_name,
+            run.status,
+            run.start_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+            run.items_processed,
+            run.items_created,
+            run.items_updated,
+            run.items_moved,
+            run.items_deleted,
+            run.items_unchanged,
+            run.items_failed
+        );
+    }
+    Ok(Exit::Ok)
+}
