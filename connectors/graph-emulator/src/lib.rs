@@ -1,1 +1,415 @@
-//! A local emulator of the Microsoft Graph v1.0 SharePoint list endpoints
+//! A local emulator of the Microsoft Graph v1.0 endpoints SyncBridge uses for SharePoint lists:
+//! the client-credentials token endpoint, sites, lists, columns, list items with `$expand`,
+//! `$filter`, `$top` and paging, `$batch`, resource-unit throttling with `Retry-After`, and
+//! deterministic fault injection. Tests start it in process on `127.0.0.1:0`; users run it as
+//! `syncbridge emulator`.
+//!
+//! It is the test double that judges the SharePoint connector, so it shares no code with it and
+//! follows `shared/notes/graph-api.md`: shapes the real service would not send are bugs. Where
+//! the service's behaviour is unknown, the choice is written in this crate's README.
+//!
+//! Admin endpoints live under `/_emulator`, a path Graph never uses: `GET /_emulator/counts`,
+//! `GET /_emulator/state`, `POST /_emulator/reset`, `POST /_emulator/faults`,
+//! `POST /_emulator/expire-tokens`.
+
+mod config;
+mod graph;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub use config::{
+    AppConfig, ConfigError, EmulatorConfig, FaultConfig, SiteConfig, TenantConfig, ThrottleConfig,
+};
+pub use graph::RequestCounts;
+use graph::{Graph, Request, Response, graph_error};
+pub use state::Data;
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the emulator data file {path}: {message}")]
+    Data { path: PathBuf, message: String },
+}
+
+/// How to reach a running emulator, as `syncbridge emulator --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub base_url: String,
+    pub token_url: String,
+    pub authority_host: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub site_hostname: String,
+    pub site_path: String,
+}
+
+/// Starts emulators.
+#[derive(Debug)]
+pub struct Emulator;
+
+/// A running emulator; dropping it stops the server.
+#[derive(Debug)]
+pub struct RunningEmulator {
+    addr: SocketAddr,
+    graph: Arc<Mutex<Graph>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("sites", &self.data.sites.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type Shared = Arc<Mutex<Graph>>;
+
+impl Emulator {
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    pub async fn start(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+    ) -> Result<RunningEmulator, EmulatorError> {
+        let data = match &config.data_file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path).map_err(|e| EmulatorError::Data {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                serde_json::from_str(&text).map_err(|e| EmulatorError::Data {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            _ => Data::default(),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| EmulatorError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind { addr, source })?;
+        let base_url = format!("http://{addr}/v1.0");
+        let graph: Shared = Arc::new(Mutex::new(Graph::new(config, data, base_url)));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(graph.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(error) = server.await {
+                tracing::error!(error = %error, "the Graph emulator stopped");
+            }
+        });
+        Ok(RunningEmulator {
+            addr,
+            graph,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+fn lock(graph: &Shared) -> std::sync::MutexGuard<'_, Graph> {
+    // A panic while holding the lock cannot leave the data half-written in a way later requests
+    // could not handle, so a poisoned lock is recovered rather than propagated.
+    graph
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RunningEmulator {
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1.0", self.addr)
+    }
+
+    pub fn authority_host(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority_host(),
+            self.connection_info().tenant_id
+        )
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}/_emulator", self.addr)
+    }
+
+    /// The first tenant, app and site.
+    pub fn connection_info(&self) -> ConnectionInfo {
+        let graph = lock(&self.graph);
+        let tenant = graph.config.tenants.first();
+        let app = tenant.and_then(|t| t.apps.first());
+        let site = graph.config.sites.first();
+        ConnectionInfo {
+            base_url: self.base_url(),
+            token_url: format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.authority_host(),
+                tenant.map_or("", |t| t.id.as_str())
+            ),
+            authority_host: self.authority_host(),
+            tenant_id: tenant.map(|t| t.id.clone()).unwrap_or_default(),
+            client_id: app.map(|a| a.client_id.clone()).unwrap_or_default(),
+            client_secret: app.map(|a| a.client_secret.clone()).unwrap_or_default(),
+            site_hostname: site.map(|s| s.hostname.clone()).unwrap_or_default(),
+            site_path: site.map(|s| s.path.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn counts(&self) -> RequestCounts {
+        lock(&self.graph).counts.clone()
+    }
+
+    pub fn set_faults(&self, faults: FaultConfig) {
+        lock(&self.graph).set_faults(faults);
+    }
+
+    /// Expires every token issued so far.
+    pub fn expire_tokens(&self) {
+        lock(&self.graph).expire_tokens();
+    }
+
+    /// A copy of every site, list and item.
+    pub fn data(&self) -> Data {
+        lock(&self.graph).data.clone()
+    }
+
+    /// Stops serving and saves the data file when one is configured.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let (path, data) = {
+            let graph = lock(&self.graph);
+            (graph.config.data_file.clone(), graph.data.clone())
+        };
+        if let Some(path) = path
+            && let Ok(text) = serde_json::to_string(&data)
+            && let Err(error) = std::fs::write(&path, text)
+        {
+            tracing::error!(path = %path.display(), error = %error, "cannot save the emulator data");
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn handle(
+    axum::extract::State(graph): axum::extract::State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let path = percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let response = if let Some(admin) = path.strip_prefix("/_emulator") {
+        admin_request(&graph, method.as_str(), admin, &body)
+    } else if path == "/v1.0/$batch" && method == Method::POST {
+        batch(&graph, &headers, &body)
+    } else {
+        let request = Request {
+            method: method.as_str().to_owned(),
+            path,
+            query,
+            headers,
+            body: body.to_vec(),
+        };
+        lock(&graph).handle(&request)
+    };
+    encode(response)
+}
+
+fn encode(response: Response) -> axum::response::Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let request_id = state::new_guid();
+    let mut out = match response.body {
+        Some(body) => (status, serde_json::to_string(&body).unwrap_or_default()).into_response(),
+        None => status.into_response(),
+    };
+    let headers = out.headers_mut();
+    headers.insert(
+        HeaderName::from_static("request-id"),
+        HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("0")),
+    );
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    out
+}
+
+/// `POST /$batch`: at most 20 requests, unique ids, each answered on its own (§7).
+fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return graph_error(400, "BadRequest", "Invalid batch payload format.");
+    };
+    let Some(requests) = body.get("requests").and_then(Value::as_array) else {
+        return graph_error(400, "BadRequest", "Invalid batch payload format.");
+    };
+    if requests.len() > 20 {
+        return graph_error(
+            400,
+            "BadRequest",
+            "Number of batch request steps exceeds the maximum of 20.",
+        );
+    }
+    let mut ids = std::collections::HashSet::new();
+    for request in requests {
+        let Some(id) = request.get("id").and_then(Value::as_str) else {
+            return graph_error(400, "BadRequest", "Batch request id is required.");
+        };
+        if !ids.insert(id.to_ascii_lowercase()) {
+            return graph_error(
+                400,
+                "BadRequest",
+                &format!("Batch request contains duplicate id '{id}'."),
+            );
+        }
+        if request.get("body").is_some()
+            && request
+                .pointer("/headers/Content-Type")
+                .or_else(|| request.pointer("/headers/content-type"))
+                .is_none()
+        {
+            return graph_error(
+                400,
+                "BadRequest",
+                "Content-Type header is required when a body is present.",
+            );
+        }
+    }
+    let mut graph = lock(graph);
+    let mut statuses: HashMap<String, u16> = HashMap::new();
+    let mut responses = Vec::with_capacity(requests.len());
+    for request in requests {
+        let id = request
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let failed_dependency = request
+            .get("dependsOn")
+            .and_then(Value::as_array)
+            .is_some_and(|deps| {
+                deps.iter()
+                    .filter_map(Value::as_str)
+                    .any(|d| statuses.get(d).is_none_or(|s| *s >= 400))
+            });
+        let response = if failed_dependency {
+            json!({"id": id, "status": 424, "headers": {"Content-Type": "application/json"},
+                   "body": {"error": {"code": "FailedDependency", "message": "Failed dependency."}}})
+        } else {
+            graph.batch_item(request, headers)
+        };
+        statuses.insert(
+            id,
+            response
+                .get("status")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500),
+        );
+        responses.push(response);
+    }
+    let auth_failed = responses
+        .iter()
+        .all(|r| r.get("status").and_then(Value::as_u64) == Some(401))
+        && !responses.is_empty();
+    if auth_failed {
+        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.");
+    }
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: Some(json!({"responses": responses})),
+    }
+}
+
+fn admin_request(graph: &Shared, method: &str, path: &str, body: &[u8]) -> Response {
+    let ok = |body: Value| Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: Some(body),
+    };
+    let mut graph = lock(graph);
+    match (method, path) {
+        ("GET", "/counts") => ok(serde_json::to_value(&graph.counts).unwrap_or_default()),
+        ("GET", "/state") => ok(serde_json::to_value(&graph.data).unwrap_or_default()),
+        ("POST", "/reset") => {
+            let config = graph.config.clone();
+            let fresh = Graph::new(config, Data::default(), String::new());
+            graph.data = fresh.data;
+            graph.counts = RequestCounts::default();
+            ok(json!({"reset": true}))
+        }
+        ("POST", "/expire-tokens") => {
+            graph.expire_tokens();
+            ok(json!({"expired": true}))
+        }
+        ("POST", "/faults") => match serde_json::from_slice::<FaultConfig>(body) {
+            Ok(faults) => {
+                graph.set_faults(faults);
+                ok(json!({"faults": graph.config.faults}))
+            }
+            Err(error) => graph_error(400, "BadRequest", &format!("invalid faults: {error}")),
+        },
+        _ => graph_error(
+            404,
+            "itemNotFound",
+            "Unknown admin endpoint; see /_emulator/counts, /state, /reset, /faults, /expire-tokens",
+        ),
+    }
+}

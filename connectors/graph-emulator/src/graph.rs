@@ -1,0 +1,1120 @@
+//! Request handling: one function answers every Graph request, whether it arrived over HTTP or
+//! inside a `$batch`, so both paths behave identically.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::Utc;
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::EmulatorConfig;
+use crate::state::{Column, Data, Item, List, Site, new_guid, stable_guid, template_columns};
+
+/// A request after HTTP parsing (or unpacked from a batch).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Percent-decoded path, e.g. `/v1.0/sites/contoso.sharepoint.com:/sites/x`.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Lower-case header names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// A response before HTTP encoding.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Response {
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            headers: vec![("Content-Type".into(), CONTENT_TYPE.into())],
+            body: Some(body),
+        }
+    }
+
+    fn empty(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn header(mut self, name: &str, value: String) -> Self {
+        self.headers.push((name.to_owned(), value));
+        self
+    }
+}
+
+/// Characters escaped in query values of generated links.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b'\'');
+
+pub const CONTENT_TYPE: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+/// Graph's error body (§9).
+pub fn graph_error(status: u16, code: &str, message: &str) -> Response {
+    let request_id = new_guid();
+    Response::json(
+        status,
+        json!({"error": {"code": code, "message": message, "innerError": {
+            "date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+            "request-id": request_id,
+            "client-request-id": request_id,
+        }}}),
+    )
+}
+
+/// Counts of requests by kind and status, for tests and `GET /_emulator/counts`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestCounts {
+    /// `"{kind} {status}"` → count, e.g. `"item.create 201"`.
+    pub by_kind_and_status: std::collections::BTreeMap<String, u64>,
+    /// Requests that arrived while their app was told to wait (`Retry-After` not honoured).
+    pub before_retry_after: u64,
+    pub total: u64,
+}
+
+impl RequestCounts {
+    /// The count for one kind and status.
+    pub fn get(&self, kind: &str, status: u16) -> u64 {
+        self.by_kind_and_status
+            .get(&format!("{kind} {status}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests of one kind, any status.
+    pub fn kind(&self, kind: &str) -> u64 {
+        self.by_kind_and_status
+            .iter()
+            .filter(|(k, _)| k.split(' ').next() == Some(kind))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+struct Token {
+    tenant: String,
+    client_id: String,
+    expires: Instant,
+}
+
+struct Budget {
+    window_start: Instant,
+    used: u32,
+    blocked_until: Option<Instant>,
+    penalty: Duration,
+}
+
+/// The emulator's mutable state.
+pub struct Graph {
+    pub config: EmulatorConfig,
+    pub data: Data,
+    tokens: HashMap<String, Token>,
+    budgets: HashMap<(String, String), Budget>,
+    pub counts: RequestCounts,
+    rng: rand::rngs::StdRng,
+    base_url: String,
+}
+
+impl Graph {
+    pub fn new(config: EmulatorConfig, data: Data, base_url: String) -> Self {
+        let mut data = data;
+        for site in &config.sites {
+            if !data
+                .sites
+                .iter()
+                .any(|s| s.hostname == site.hostname && s.path == site.path)
+            {
+                let name = site
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| site.path.rsplit('/').next().unwrap_or("").to_owned());
+                data.sites
+                    .push(Site::new(&site.hostname, &site.path, &name));
+            }
+        }
+        let rng = rand::rngs::StdRng::seed_from_u64(config.faults.seed);
+        Self {
+            config,
+            data,
+            tokens: HashMap::new(),
+            budgets: HashMap::new(),
+            counts: RequestCounts::default(),
+            rng,
+            base_url,
+        }
+    }
+
+    pub fn set_faults(&mut self, faults: crate::config::FaultConfig) {
+        self.rng = rand::rngs::StdRng::seed_from_u64(faults.seed);
+        self.config.faults = faults;
+    }
+
+    fn count(&mut self, kind: &str, status: u16) {
+        *self
+            .counts
+            .by_kind_and_status
+            .entry(format!("{kind} {status}"))
+            .or_default() += 1;
+        self.counts.total += 1;
+    }
+
+    /// Answers one request (not `$batch`; see [`Graph::batch_item`]).
+    pub fn handle(&mut self, request: &Request) -> Response {
+        let (kind, response) = self.route(request);
+        self.count(kind, response.status);
+        response
+    }
+
+    fn route(&mut self, request: &Request) -> (&'static str, Response) {
+        let path = request.path.trim_end_matches('/').to_owned();
+        if let Some(tenant) = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_suffix("/oauth2/v2.0/token"))
+        {
+            return ("token", self.token(tenant, request));
+        }
+        let Some(rest) = path.strip_prefix("/v1.0") else {
+            return (
+                "unknown",
+                graph_error(
+                    404,
+                    "BadRequest",
+                    &format!(
+                        "Resource not found for the segment '{}'.",
+                        path.trim_start_matches('/')
+                    ),
+                ),
+            );
+        };
+        let app = match self.authenticate(request) {
+            Ok(app) => app,
+            Err(response) => return ("auth", response),
+        };
+        let kind = request_kind(&request.method, rest);
+        if let Some(response) = self.throttle(&app, kind) {
+            return (kind, response);
+        }
+        if let Some(response) = self.inject_fault() {
+            return (kind, response);
+        }
+        (kind, self.graph(request, rest, &app.1))
+    }
+
+    fn token(&mut self, tenant: &str, request: &Request) -> Response {
+        let form: HashMap<String, String> =
+            form_urlencoded::parse(&request.body).into_owned().collect();
+        let aad = |status: u16, error: &str, code: u32, text: &str| {
+            let trace = new_guid();
+            let now = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+            Response::json(
+                status,
+                json!({
+                    "error": error,
+                    "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {trace}\r\nTimestamp: {now}"),
+                    "error_codes": [code],
+                    "timestamp": now,
+                    "trace_id": trace,
+                    "correlation_id": trace,
+                    "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+                }),
+            )
+        };
+        let Some(config) = self.config.tenants.iter().find(|t| t.id == tenant) else {
+            return aad(
+                400,
+                "invalid_request",
+                90002,
+                &format!(
+                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                ),
+            );
+        };
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return aad(
+                400,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type.",
+            );
+        }
+        let client_id = form.get("client_id").cloned().unwrap_or_default();
+        let Some(app) = config.apps.iter().find(|a| a.client_id == client_id) else {
+            return aad(
+                400,
+                "unauthorized_client",
+                700016,
+                &format!(
+                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+                ),
+            );
+        };
+        if form.get("client_secret") != Some(&app.client_secret) {
+            return aad(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+            );
+        }
+        if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
+            return aad(
+                400,
+                "invalid_scope",
+                1002012,
+                "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+            );
+        }
+        let token = format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{}",
+            new_guid().replace('-', "")
+        );
+        let lifetime = self.config.token_lifetime_seconds;
+        self.tokens.insert(
+            token.clone(),
+            Token {
+                tenant: tenant.to_owned(),
+                client_id: client_id.clone(),
+                expires: Instant::now() + Duration::from_secs(lifetime),
+            },
+        );
+        Response::json(
+            200,
+            json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
+        )
+    }
+
+    /// Expires every issued token now (tests of refresh on expiry).
+    pub fn expire_tokens(&mut self) {
+        let past = Instant::now();
+        for token in self.tokens.values_mut() {
+            token.expires = past;
+        }
+    }
+
+    fn authenticate(&self, request: &Request) -> Result<(String, String), Response> {
+        let Some(header) = request.headers.get("authorization") else {
+            return Err(graph_error(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token is empty.",
+            ));
+        };
+        let token = header.strip_prefix("Bearer ").unwrap_or("");
+        match self.tokens.get(token) {
+            None => Err(graph_error(
+                401,
+                "InvalidAuthenticationToken",
+                "CompactToken parsing failed with error code: 80049217",
+            )),
+            Some(t) if t.expires <= Instant::now() => Err(graph_error(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            )),
+            Some(t) => Ok((t.tenant.clone(), t.client_id.clone())),
+        }
+    }
+
+    /// The resource-unit budget: costs per §8.2 (single read 1, others 2). Requests while the
+    /// app should be waiting are counted and lengthen the wait.
+    fn throttle(&mut self, app: &(String, String), kind: &str) -> Option<Response> {
+        if !self.config.throttle.enabled {
+            return None;
+        }
+        let cost = if kind == "item.get" || kind == "list.get" || kind == "site.get" {
+            1
+        } else {
+            2
+        };
+        let limit = self.config.throttle.resource_units_per_minute;
+        let now = Instant::now();
+        let budget = self.budgets.entry(app.clone()).or_insert(Budget {
+            window_start: now,
+            used: 0,
+            blocked_until: None,
+            penalty: Duration::ZERO,
+        });
+        if let Some(until) = budget.blocked_until {
+            if now < until {
+                self.counts.before_retry_after += 1;
+                // Ignoring Retry-After doubles the wait.
+                budget.penalty = (budget.penalty * 2).max(Duration::from_secs(1));
+                let until = until + budget.penalty;
+                budget.blocked_until = Some(until);
+                let wait = (until - now).as_secs_f64().ceil() as u64;
+                return Some(too_many(wait));
+            }
+            budget.blocked_until = None;
+        }
+        if now.duration_since(budget.window_start) >= Duration::from_secs(60) {
+            budget.window_start = now;
+            budget.used = 0;
+            budget.penalty = Duration::ZERO;
+        }
+        if budget.used + cost > limit {
+            let wait = Duration::from_secs(60)
+                .saturating_sub(now.duration_since(budget.window_start))
+                .max(Duration::from_secs(1));
+            budget.blocked_until = Some(now + wait);
+            return Some(too_many(wait.as_secs_f64().ceil() as u64));
+        }
+        budget.used += cost;
+        None
+    }
+
+    fn inject_fault(&mut self) -> Option<Response> {
+        let faults = &self.config.faults;
+        let (rate_429, rate_503, retry) =
+            (faults.rate_429, faults.rate_503, faults.retry_after_seconds);
+        if rate_429 <= 0.0 && rate_503 <= 0.0 {
+            return None;
+        }
+        let roll: f64 = self.rng.random();
+        let retry = format!("{retry}");
+        if roll < rate_429 {
+            return Some(too_many_text(&retry));
+        }
+        if roll < rate_429 + rate_503 {
+            return Some(
+                graph_error(
+                    503,
+                    "serviceNotAvailable",
+                    "The service is temporarily unavailable.",
+                )
+                .header("Retry-After", retry),
+            );
+        }
+        None
+    }
+
+    fn graph(&mut self, request: &Request, rest: &str, client_id: &str) -> Response {
+        let Some(sites_path) = rest.strip_prefix("/sites/") else {
+            return graph_error(
+                400,
+                "BadRequest",
+                &format!(
+                    "Resource not found for the segment '{}'.",
+                    rest.trim_start_matches('/')
+                ),
+            );
+        };
+        // Site by path: `{hostname}:/{path}` optionally followed by `:/lists…`.
+        let (site_index, tail) = if let Some((hostname, after)) = sites_path.split_once(":/") {
+            let (site_path, tail) = match after.split_once(":/") {
+                Some((p, t)) => (format!("/{p}"), format!("/{t}")),
+                None => (format!("/{}", after.trim_end_matches(':')), String::new()),
+            };
+            match self
+                .data
+                .sites
+                .iter()
+                .position(|s| s.hostname == hostname && s.path.eq_ignore_ascii_case(&site_path))
+            {
+                Some(i) => (i, tail),
+                None => {
+                    return graph_error(404, "itemNotFound", "Requested site could not be found");
+                }
+            }
+        } else {
+            let (id, tail) = match sites_path.split_once('/') {
+                Some((id, t)) => (id, format!("/{t}")),
+                None => (sites_path, String::new()),
+            };
+            match self
+                .data
+                .sites
+                .iter()
+                .position(|s| s.id.eq_ignore_ascii_case(id))
+            {
+                Some(i) => (i, tail),
+                None => {
+                    return graph_error(404, "itemNotFound", "Requested site could not be found");
+                }
+            }
+        };
+        let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+        let method = request.method.as_str();
+        match (method, segments.as_slice()) {
+            ("GET", []) => Response::json(200, self.data.sites[site_index].to_json()),
+            ("GET", ["lists"]) => {
+                let site = &self.data.sites[site_index];
+                let value: Vec<Value> = site.lists.iter().map(|l| l.to_json(site)).collect();
+                Response::json(
+                    200,
+                    json!({"@odata.context": format!("{}/$metadata#sites('{}')/lists", self.base_url, site.id), "value": value}),
+                )
+            }
+            ("POST", ["lists"]) => self.create_list(site_index, request),
+            (_, ["lists", list, rest @ ..]) => {
+                let site = &self.data.sites[site_index];
+                let Some(list_index) = site
+                    .lists
+                    .iter()
+                    .position(|l| l.id.eq_ignore_ascii_case(list) || l.display_name == *list)
+                else {
+                    return graph_error(404, "itemNotFound", "The specified list was not found");
+                };
+                self.list_request(site_index, list_index, method, rest, request, client_id)
+            }
+            _ => graph_error(
+                400,
+                "BadRequest",
+                &format!("Unsupported request {method} {tail}"),
+            ),
+        }
+    }
+
+    fn create_list(&mut self, site_index: usize, request: &Request) -> Response {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return graph_error(400, "BadRequest", "Invalid request body.");
+        };
+        if body.get("name").is_some() {
+            return graph_error(
+                400,
+                "invalidRequest",
+                "Cannot define a 'name' for a list as it is assigned by the server. Instead, provide 'displayName'",
+            );
+        }
+        let Some(display_name) = body.get("displayName").and_then(Value::as_str) else {
+            return graph_error(
+                400,
+                "invalidRequest",
+                "The displayName property is required.",
+            );
+        };
+        let site = &mut self.data.sites[site_index];
+        if site
+            .lists
+            .iter()
+            .any(|l| l.display_name.eq_ignore_ascii_case(display_name))
+        {
+            return graph_error(
+                409,
+                "nameAlreadyExists",
+                "A list, survey, discussion board, or document library with the specified title already exists in this Web site.",
+            );
+        }
+        let now = Utc::now();
+        let mut list = List {
+            id: new_guid(),
+            display_name: display_name.to_owned(),
+            name: display_name.replace(' ', ""),
+            description: body
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            template: body
+                .pointer("/list/template")
+                .and_then(Value::as_str)
+                .unwrap_or("genericList")
+                .to_owned(),
+            created: now,
+            modified: now,
+            columns: template_columns(),
+            items: Default::default(),
+            next_item_id: 1,
+        };
+        if let Some(columns) = body.get("columns").and_then(Value::as_array) {
+            for column in columns {
+                match parse_column(column) {
+                    Ok(column) => list.columns.push(column),
+                    Err(response) => return response,
+                }
+            }
+        }
+        let json = list.to_json(site);
+        site.lists.push(list);
+        Response::json(201, json)
+    }
+
+    fn list_request(
+        &mut self,
+        site_index: usize,
+        list_index: usize,
+        method: &str,
+        rest: &[&str],
+        request: &Request,
+        client_id: &str,
+    ) -> Response {
+        let page_size = self.config.default_page_size;
+        let max_page = self.config.max_page_size;
+        let base_url = self.base_url.clone();
+        let site = &mut self.data.sites[site_index];
+        let site_view = Site {
+            lists: Vec::new(),
+            ..site.clone()
+        };
+        let list = &mut site.lists[list_index];
+        match (method, rest) {
+            ("GET", []) => Response::json(200, list.to_json(&site_view)),
+            ("GET", ["columns"]) => {
+                let show_hidden = query(request, "$select")
+                    .is_some_and(|s| s.split(',').any(|f| f.trim() == "hidden"));
+                let value: Vec<Value> = list
+                    .columns
+                    .iter()
+                    .filter(|c| show_hidden || !c.hidden)
+                    .map(Column::to_json)
+                    .collect();
+                Response::json(200, json!({"value": value}))
+            }
+            ("POST", ["columns"]) => {
+                let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+                    return graph_error(400, "BadRequest", "Invalid request body.");
+                };
+                let column = match parse_column(&body) {
+                    Ok(column) => column,
+                    Err(response) => return response,
+                };
+                if list.column(&column.name).is_some() {
+                    return graph_error(
+                        409,
+                        "nameAlreadyExists",
+                        &format!("A duplicate field name \"{}\" was found.", column.name),
+                    );
+                }
+                let json = column.to_json();
+                list.columns.push(column);
+                Response::json(201, json)
+            }
+            ("GET", ["items"]) => {
+                list_items(&site_view, list, request, page_size, max_page, &base_url)
+            }
+            ("POST", ["items"]) => {
+                let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+                    return graph_error(400, "BadRequest", "Invalid request body.");
+                };
+                let fields = body
+                    .get("fields")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Err(response) = validate_fields(list, &fields, None) {
+                    return response;
+                }
+                let now = Utc::now();
+                let id = list.next_item_id;
+                list.next_item_id += 1;
+                let mut stored = Map::new();
+                for (name, value) in fields {
+                    if !value.is_null() && !name.contains('@') {
+                        stored.insert(name, value);
+                    }
+                }
+                let item = Item {
+                    id,
+                    fields: stored,
+                    created: now,
+                    modified: now,
+                    version: 1,
+                    etag_guid: new_guid(),
+                    author_app: client_id.to_owned(),
+                };
+                let json = item.to_json(&site_view, list, true, None);
+                list.items.insert(id, item);
+                list.modified = now;
+                Response::json(201, json).header(
+                    "Location",
+                    format!(
+                        "{base_url}/sites/{}/lists/{}/items/{id}",
+                        site_view.id, list.id
+                    ),
+                )
+            }
+            (_, ["items", id, tail @ ..]) => {
+                let Some(id) = id
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|id| list.items.contains_key(id))
+                else {
+                    return graph_error(404, "itemNotFound", "The requested item was not found.");
+                };
+                if let Some(expected) = request.headers.get("if-match")
+                    && expected != "*"
+                    && list
+                        .items
+                        .get(&id)
+                        .is_some_and(|item| item.etag() != *expected)
+                    && method != "GET"
+                {
+                    return graph_error(
+                        412,
+                        "resourceModified",
+                        "ETag does not match current item's value",
+                    );
+                }
+                match (method, tail) {
+                    ("GET", []) => {
+                        let expand = query(request, "$expand").or_else(|| query(request, "expand"));
+                        let (expand_fields, select) = parse_expand(expand.as_deref());
+                        let item = &list.items[&id];
+                        Response::json(
+                            200,
+                            item.to_json(&site_view, list, expand_fields, select.as_deref()),
+                        )
+                    }
+                    ("GET", ["fields"]) => {
+                        Response::json(200, list.items[&id].fields_json(list, None))
+                    }
+                    ("DELETE", []) => {
+                        list.items.remove(&id);
+                        list.modified = Utc::now();
+                        Response::empty(204)
+                    }
+                    ("PATCH", ["fields"]) => {
+                        let Ok(Value::Object(fields)) =
+                            serde_json::from_slice::<Value>(&request.body)
+                        else {
+                            return graph_error(400, "BadRequest", "Invalid request body.");
+                        };
+                        if let Err(response) = validate_fields(list, &fields, Some(id)) {
+                            return response;
+                        }
+                        let now = Utc::now();
+                        let Some(item) = list.items.get_mut(&id) else {
+                            return graph_error(
+                                404,
+                                "itemNotFound",
+                                "The requested item was not found.",
+                            );
+                        };
+                        for (name, value) in fields {
+                            if name.contains('@') {
+                                continue;
+                            }
+                            if value.is_null() {
+                                item.fields.remove(&name);
+                            } else {
+                                item.fields.insert(name, value);
+                            }
+                        }
+                        item.version += 1;
+                        item.modified = now;
+                        list.modified = now;
+                        Response::json(200, list.items[&id].fields_json(list, None))
+                    }
+                    _ => graph_error(
+                        405,
+                        "BadRequest",
+                        "The requested method is not supported for this resource.",
+                    ),
+                }
+            }
+            _ => graph_error(
+                400,
+                "BadRequest",
+                &format!(
+                    "Unsupported request {method} lists/{}/{}",
+                    list.id,
+                    rest.join("/")
+                ),
+            ),
+        }
+    }
+
+    /// Answers one `$batch` entry.
+    pub fn batch_item(&mut self, entry: &Value, headers: &HashMap<String, String>) -> Value {
+        let id = entry
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let method = entry
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        let url = entry.get("url").and_then(Value::as_str).unwrap_or_default();
+        let (path, query_text) = url.split_once('?').unwrap_or((url, ""));
+        let mut sub_headers: HashMap<String, String> = headers.clone();
+        if let Some(extra) = entry.get("headers").and_then(Value::as_object) {
+            for (k, v) in extra {
+                if let Some(v) = v.as_str() {
+                    sub_headers.insert(k.to_ascii_lowercase(), v.to_owned());
+                }
+            }
+        }
+        let body = entry
+            .get("body")
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let decoded = percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .into_owned();
+        let request = Request {
+            method,
+            path: format!(
+                "/v1.0{}",
+                if decoded.starts_with('/') {
+                    decoded
+                } else {
+                    format!("/{decoded}")
+                }
+            ),
+            query: form_urlencoded::parse(query_text.as_bytes())
+                .into_owned()
+                .collect(),
+            headers: sub_headers,
+            body,
+        };
+        let response = self.handle(&request);
+        let headers: Map<String, Value> = response
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut out = json!({"id": id, "status": response.status, "headers": headers});
+        if let (Some(body), Some(map)) = (response.body, out.as_object_mut()) {
+            map.insert("body".into(), body);
+        }
+        out
+    }
+}
+
+fn too_many(seconds: u64) -> Response {
+    too_many_text(&seconds.to_string())
+}
+
+fn too_many_text(retry_after: &str) -> Response {
+    graph_error(429, "TooManyRequests", "Please retry again later.")
+        .header("Retry-After", retry_after.to_owned())
+}
+
+/// The request kind used in counts and resource-unit costs.
+fn request_kind(method: &str, rest: &str) -> &'static str {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let has = |name: &str| segments.contains(&name);
+    match method {
+        "POST" if rest == "/$batch" => "batch",
+        "GET" if has("items") && segments.last() == Some(&"items") => "item.list",
+        "GET" if has("items") => "item.get",
+        "POST" if has("items") => "item.create",
+        "PATCH" if has("items") => "item.update",
+        "DELETE" if has("items") => "item.delete",
+        "GET" if has("columns") => "column.list",
+        "POST" if has("columns") => "column.create",
+        "GET" if segments.last() == Some(&"lists") => "list.list",
+        "POST" if has("lists") => "list.create",
+        "GET" if has("lists") => "list.get",
+        "GET" => "site.get",
+        _ => "other",
+    }
+}
+
+fn query(request: &Request, name: &str) -> Option<String> {
+    request
+        .query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+/// `fields` or `fields(select=A,B)` → (expand, select).
+fn parse_expand(expand: Option<&str>) -> (bool, Option<Vec<String>>) {
+    let Some(expand) = expand else {
+        return (false, None);
+    };
+    let Some(rest) = expand.trim().strip_prefix("fields") else {
+        return (false, None);
+    };
+    let select = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|inner| inner.trim().strip_prefix("select="))
+        .map(|list| list.split(',').map(|s| s.trim().to_owned()).collect());
+    (true, select)
+}
+
+fn parse_column(body: &Value) -> Result<Column, Response> {
+    let Some(name) = body.get("name").and_then(Value::as_str) else {
+        return Err(graph_error(
+            400,
+            "invalidRequest",
+            "The name property is required for a column.",
+        ));
+    };
+    let kinds = [
+        "text",
+        "number",
+        "dateTime",
+        "boolean",
+        "choice",
+        "currency",
+        "lookup",
+        "hyperlinkOrPicture",
+        "personOrGroup",
+        "calculated",
+    ];
+    let Some((kind, facet)) = kinds
+        .iter()
+        .find_map(|k| body.get(*k).map(|f| (k.to_string(), f.clone())))
+    else {
+        return Err(graph_error(
+            400,
+            "invalidRequest",
+            &format!("Column '{name}' needs a type facet such as text or number."),
+        ));
+    };
+    let flag = |key: &str| body.get(key).and_then(Value::as_bool).unwrap_or(false);
+    if flag("enforceUniqueValues") && !flag("indexed") {
+        return Err(graph_error(
+            400,
+            "invalidRequest",
+            "A column that enforces unique values must be indexed.",
+        ));
+    }
+    Ok(Column {
+        id: stable_guid(&format!("column:{name}:{}", new_guid())),
+        name: name.to_owned(),
+        display_name: body
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or(name)
+            .to_owned(),
+        description: body
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        hidden: flag("hidden"),
+        indexed: flag("indexed"),
+        required: flag("required"),
+        read_only: flag("readOnly"),
+        enforce_unique_values: flag("enforceUniqueValues"),
+        kind,
+        facet,
+    })
+}
+
+/// SharePoint's value checks on create and update (graph-api.md §5.5, §10).
+fn validate_fields(
+    list: &List,
+    fields: &Map<String, Value>,
+    item: Option<i64>,
+) -> Result<(), Response> {
+    for (name, value) in fields {
+        if name.contains('@') {
+            continue;
+        }
+        let column_name = name
+            .strip_suffix("LookupId")
+            .filter(|base| list.column(base).is_some())
+            .unwrap_or(name);
+        let Some(column) = list.column(column_name) else {
+            return Err(graph_error(
+                400,
+                "invalidRequest",
+                &format!("Field '{name}' is not recognized"),
+            ));
+        };
+        if column.read_only {
+            return Err(graph_error(
+                400,
+                "invalidRequest",
+                &format!("Field '{name}' is read-only"),
+            ));
+        }
+        if value.is_null() {
+            continue;
+        }
+        let ok = match column.kind.as_str() {
+            "text" | "choice" => value.is_string(),
+            "number" | "currency" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "dateTime" => value.as_str().is_some_and(|s| {
+                chrono::DateTime::parse_from_rfc3339(s).is_ok()
+                    || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+            }),
+            "hyperlinkOrPicture" => false,
+            _ => true,
+        };
+        if !ok {
+            return Err(graph_error(400, "invalidRequest", "Invalid request"));
+        }
+        if let (Some(max), Some(text)) = (column.max_length(), value.as_str())
+            && text.chars().count() as u64 > max
+        {
+            return Err(graph_error(
+                400,
+                "invalidRequest",
+                &format!(
+                    "The value of field '{name}' exceeds its maximum length of {max} characters."
+                ),
+            ));
+        }
+        if column.enforce_unique_values
+            && list
+                .items
+                .values()
+                .any(|other| Some(other.id) != item && other.fields.get(name) == Some(value))
+        {
+            return Err(graph_error(
+                409,
+                "nameAlreadyExists",
+                &format!(
+                    "The list item could not be added or updated because duplicate values were found in the following field(s) in the list: {name}."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `GET …/items` with `$expand`, `$filter` (`fields/X eq 'v'`), `$top` and `$skiptoken` paging.
+fn list_items(
+    site: &Site,
+    list: &List,
+    request: &Request,
+    page_size: usize,
+    max_page: usize,
+    base_url: &str,
+) -> Response {
+    let expand = query(request, "$expand").or_else(|| query(request, "expand"));
+    let (expand_fields, select) = parse_expand(expand.as_deref());
+    let top = match query(request, "$top") {
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => n.min(max_page),
+            _ => return graph_error(400, "invalidRequest", "Invalid value for $top."),
+        },
+        None => page_size,
+    };
+    let after: i64 = query(request, "$skiptoken")
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split("p_ID=").nth(1).and_then(|id| id.parse().ok()))
+        .unwrap_or(0);
+    let filter = match query(request, "$filter") {
+        Some(text) => match parse_filter(&text) {
+            Ok(filter) => Some(filter),
+            Err(response) => return response,
+        },
+        None => None,
+    };
+    if let Some((field, _)) = &filter {
+        let Some(column) = list.column(field) else {
+            return graph_error(
+                400,
+                "invalidRequest",
+                &format!("Field '{field}' is not recognized"),
+            );
+        };
+        let honoured = request
+            .headers
+            .get("prefer")
+            .is_some_and(|p| p.contains("HonorNonIndexedQueriesWarningMayFailRandomly"));
+        if !column.indexed && !honoured {
+            return graph_error(
+                400,
+                "invalidRequest",
+                &format!(
+                    "Field '{field}' cannot be referenced in filter or orderby as it is not indexed. Provide the 'Prefer: HonorNonIndexedQueriesWarningMayFailRandomly' header to allow this, but be warned that such queries may fail on large lists."
+                ),
+            );
+        }
+    }
+    let matching =
+        list.items
+            .values()
+            .filter(|item| item.id > after)
+            .filter(|item| match &filter {
+                Some((field, value)) => item.fields.get(field) == Some(value),
+                None => true,
+            });
+    let page: Vec<&Item> = matching.take(top + 1).collect();
+    let more = page.len() > top;
+    let page = &page[..page.len().min(top)];
+    let value: Vec<Value> = page
+        .iter()
+        .map(|item| item.to_json(site, list, expand_fields, select.as_deref()))
+        .collect();
+    let mut body = json!({
+        "@odata.context": format!("{base_url}/$metadata#sites('{}')/lists('{}')/items", site.id, list.id),
+        "value": value,
+    });
+    if more && let (Some(last), Some(map)) = (page.last(), body.as_object_mut()) {
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("Paged=TRUE&p_ID={}", last.id));
+        let mut params: Vec<(String, String)> = request
+            .query
+            .iter()
+            .filter(|(k, _)| k != "$skiptoken")
+            .cloned()
+            .collect();
+        params.push(("$skiptoken".into(), token));
+        // Keys keep their `$` as the service writes them; values are percent-encoded.
+        let query_text: String = params
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, QUERY_VALUE)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        map.insert(
+            "@odata.nextLink".into(),
+            Value::String(format!(
+                "{base_url}/sites/{}/lists/{}/items?{query_text}",
+                site.id, list.id
+            )),
+        );
+    }
+    Response::json(200, body)
+}
+
+/// `fields/X eq 'v'` or `fields/X eq 5`; anything else is refused as SharePoint refuses
+/// filters it does not support.
+fn parse_filter(text: &str) -> Result<(String, Value), Response> {
+    let invalid = || graph_error(400, "BadRequest", "Invalid filter clause");
+    let mut parts = text.splitn(3, ' ');
+    let (Some(field), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let Some(field) = field.strip_prefix("fields/") else {
+        return Err(invalid());
+    };
+    if op != "eq" {
+        return Err(graph_error(
+            400,
+            "invalidRequest",
+            "The provided filter statement is not supported",
+        ));
+    }
+    let value = value.trim();
+    let value = if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Value::String(inner.replace("''", "'"))
+    } else if let Ok(n) = value.parse::<i64>() {
+        Value::from(n)
+    } else if let Ok(f) = value.parse::<f64>() {
+        Value::from(f)
+    } else if value == "true" || value == "false" {
+        Value::Bool(value == "true")
+    } else {
+        return Err(invalid());
+    };
+    Ok((field.to_owned(), value))
+}
