@@ -170,7 +170,7 @@ impl Graph {
         self.config.faults = faults;
     }
 
-    fn count(&mut self, kind: &str, status: u16) {
+    pub(crate) fn count(&mut self, kind: &str, status: u16) {
         *self
             .counts
             .by_kind_and_status

@@ -332,6 +332,7 @@ fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Resp
         }
     }
     let mut graph = lock(graph);
+    graph.count("batch", 200);
     let mut statuses: HashMap<String, u16> = HashMap::new();
     let mut responses = Vec::with_capacity(requests.len());
     for request in requests {

@@ -1,0 +1,285 @@
+//! One Graph request → one response, with the retry policy: a `Retry-After` pauses every worker
+//! of the tenant (a shared gate), 5xx and dropped connections back off exponentially with jitter,
+//! a 401 refreshes the token once. What is retriable and what is permanent is decided in one
+//! place, [`classify`].
+
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use syncbridge_api::ConnectorError;
+use tokio::sync::Mutex;
+
+use crate::auth::TokenSource;
+use crate::config::SharePointConfig;
+
+/// What a status means for the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    /// 404: the item is gone (a delete counts this as done).
+    NotFound,
+    /// Throttled or the service is struggling: wait and try again.
+    Retriable,
+    /// The request itself is wrong (bad value, unknown field, conflict): retrying cannot help.
+    Permanent,
+}
+
+/// Classifies a Graph status (graph-api.md §8–§9).
+pub fn classify(status: u16) -> Class {
+    match status {
+        200..=299 => Class::Success,
+        404 | 410 => Class::NotFound,
+        408 | 429 | 500 | 502 | 503 | 504 | 509 => Class::Retriable,
+        _ => Class::Permanent,
+    }
+}
+
+/// Seconds from a `Retry-After` value (Graph sends integers or decimals).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// A response with its body parsed.
+#[derive(Debug, Clone)]
+pub struct GraphResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: serde_json::Value,
+}
+
+impl GraphResponse {
+    /// Graph's error code and message, for dead-letter entries.
+    pub fn error(&self) -> (String, String) {
+        let code = self
+            .body
+            .pointer("/error/code")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        let message = self
+            .body
+            .pointer("/error/message")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        (code, message)
+    }
+}
+
+/// Sends Graph requests for one connection.
+pub struct GraphService {
+    pub(crate) http: reqwest::Client,
+    pub(crate) config: SharePointConfig,
+    tokens: TokenSource,
+    /// Nobody sends before this instant (the tenant was told to wait).
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for GraphService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphService")
+            .field("base", &self.config.graph_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The User-Agent Microsoft asks integrators to send.
+pub fn user_agent() -> String {
+    format!("ISV|SyncBridge|SyncBridge/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl GraphService {
+    pub fn new(config: SharePointConfig) -> Result<Self, ConnectorError> {
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| ConnectorError::internal(format!("cannot build the HTTP client: {e}")))?;
+        let tokens = TokenSource::new(http.clone(), &config);
+        Ok(Self {
+            http,
+            config,
+            tokens,
+            paused_until: Mutex::new(None),
+        })
+    }
+
+    /// The absolute URL of a path relative to the Graph root.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.config.graph_base_url.trim_end_matches('/'))
+        }
+    }
+
+    pub async fn token(&self) -> Result<String, ConnectorError> {
+        self.tokens.token(&self.config).await
+    }
+
+    /// Waits until the tenant-wide pause (from a `Retry-After`) is over.
+    pub async fn wait_for_gate(&self) {
+        loop {
+            let until = *self.paused_until.lock().await;
+            match until {
+                Some(until) if until > Instant::now() => {
+                    tokio::time::sleep_until(until.into()).await
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Pauses every request of this connection for `wait`.
+    pub async fn pause(&self, wait: Duration) {
+        let mut until = self.paused_until.lock().await;
+        let candidate = Instant::now() + wait;
+        if until.is_none_or(|u| u < candidate) {
+            *until = Some(candidate);
+        }
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "Graph asked to slow down; pausing all requests"
+        );
+    }
+
+    fn backoff(attempt: u32) -> Duration {
+        let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
+        let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
+        base + Duration::from_millis(jitter)
+    }
+
+    /// Sends one request, retrying what is retriable; returns the final response (which may be a
+    /// permanent error the caller classifies) or an error when retries ran out.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<GraphResponse, ConnectorError> {
+        let url = self.url(path);
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            self.wait_for_gate().await;
+            let token = self.token().await?;
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
+            for (name, value) in extra_headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = request.send().await;
+            attempt += 1;
+            let response = match outcome {
+                Ok(response) => response,
+                Err(error) => {
+                    if attempt >= self.config.max_attempts {
+                        return Err(ConnectorError::external(format!(
+                            "{method} {url} failed {attempt} times: {error}"
+                        )));
+                    }
+                    tracing::warn!(url = %url, attempt, error = %error, "request failed; retrying");
+                    tokio::time::sleep(Self::backoff(attempt)).await;
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let text = match response.text().await {
+                Ok(text) => text,
+                Err(error) => {
+                    // The connection dropped mid-body: the request may or may not have happened.
+                    if attempt >= self.config.max_attempts {
+                        return Err(ConnectorError::external(format!(
+                            "{method} {url}: response lost: {error}"
+                        )));
+                    }
+                    tokio::time::sleep(Self::backoff(attempt)).await;
+                    continue;
+                }
+            };
+            let body = if text.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            };
+            let response = GraphResponse {
+                status,
+                retry_after,
+                body,
+            };
+            if status == 401 && !refreshed {
+                refreshed = true;
+                self.tokens.invalidate().await;
+                continue;
+            }
+            if status == 401 {
+                let (code, message) = response.error();
+                return Err(ConnectorError::external(format!(
+                    "Graph refused the token ({code}): {message}"
+                ))
+                .with_hint("check the app registration's permissions (Sites.Manage.All)")
+                .permanent());
+            }
+            if classify(status) == Class::Retriable && attempt < self.config.max_attempts {
+                match retry_after {
+                    Some(wait) => self.pause(wait).await,
+                    None => tokio::time::sleep(Self::backoff(attempt)).await,
+                }
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let cases = [
+            (200, Class::Success),
+            (201, Class::Success),
+            (204, Class::Success),
+            (400, Class::Permanent),
+            (403, Class::Permanent),
+            (404, Class::NotFound),
+            (409, Class::Permanent),
+            (412, Class::Permanent),
+            (429, Class::Retriable),
+            (500, Class::Retriable),
+            (503, Class::Retriable),
+            (504, Class::Retriable),
+        ];
+        for (status, class) in cases {
+            assert_eq!(classify(status), class, "status {status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_accepts_decimals() {
+        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("0.249"), Some(Duration::from_millis(249)));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn user_agent_is_decorated() {
+        assert!(user_agent().starts_with("ISV|SyncBridge|SyncBridge/"));
+    }
+}
