@@ -562,9 +562,15 @@ impl Graph {
         let max_page = self.config.max_page_size;
         let base_url = self.base_url.clone();
         let site = &mut self.data.sites[site_index];
+        // The site without its lists: item JSON needs only its id and URL (cloning the lists would
+        // copy every item on every request).
         let site_view = Site {
+            id: site.id.clone(),
+            hostname: site.hostname.clone(),
+            path: site.path.clone(),
+            display_name: site.display_name.clone(),
+            created: site.created,
             lists: Vec::new(),
-            ..site.clone()
         };
         let list = &mut site.lists[list_index];
         match (method, rest) {

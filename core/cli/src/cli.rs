@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::net::SocketAddr;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// SyncBridge keeps SharePoint Online lists in step with PostgreSQL, SQL Server, MySQL/MariaDB
@@ -68,6 +70,11 @@ pub enum Command {
     Runs(RunsArgs),
     /// Inspect and manage the dead-letter queue.
     Dlq(DlqArgs),
+    /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.
+    Emulator(EmulatorArgs),
+    /// The whole job on embedded defaults: a SQLite table, the in-process Graph emulator, three
+    /// lists, a first sync, source edits, an incremental sync and a reconciliation.
+    Quickstart(QuickstartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,4 +139,27 @@ pub enum DlqCommand {
     Retry { id: String },
     /// Never retry an entry (it is kept for the record).
     Discard { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub listen: SocketAddr,
+    /// Keep sites, lists and items in this file across restarts.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Emulator settings (tenants, apps, sites, throttling, faults) in YAML or JSON.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Where to put the sample database, the meta-store and the key file.
+    #[arg(long, default_value = "syncbridge-quickstart")]
+    pub dir: PathBuf,
+    /// Rows in the sample `projects` table.
+    #[arg(long, default_value_t = 10_000)]
+    pub rows: usize,
 }

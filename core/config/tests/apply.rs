@@ -117,7 +117,7 @@ async fn children_follow_the_file_and_prune_removes_top_level_objects() {
         assert_eq!(report.changes[0].action, Action::Delete);
         assert_eq!(
             count(&store, "SELECT count(*) FROM field_mappings").await,
-            5
+            6
         );
 
         // An empty file deletes nothing without --prune, everything with it.

@@ -143,6 +143,18 @@ struct BoundTarget {
     target: Arc<dyn ErasedTarget>,
 }
 
+/// A ledger row to write, owned, so a batch's rows can be written in one transaction.
+struct Entry {
+    identity: String,
+    hash: String,
+    list: Option<String>,
+    item: Option<i64>,
+    content: Option<String>,
+    state: &'static str,
+    pending: Option<String>,
+    target: Option<Id>,
+}
+
 /// What one source row became before writing.
 struct Prepared {
     identity: String,
@@ -354,6 +366,10 @@ impl Engine {
             counters: RunCounters::default(),
             planned: Vec::new(),
             seen: HashSet::new(),
+            open_failures: runtime::open_failure_hashes(&self.store, def.id)
+                .await?
+                .into_iter()
+                .collect(),
         };
         if !options.dry_run {
             run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
@@ -453,6 +469,8 @@ struct RunState<'a> {
     planned: Vec<PlannedChange>,
     /// Identity hashes read this run (first 16 bytes), for finding deletes after a full scan.
     seen: HashSet<[u8; 16]>,
+    /// Identity hashes with an open dead-letter entry, resolved when the row syncs.
+    open_failures: HashSet<String>,
 }
 
 fn hash_prefix(hash: &str) -> [u8; 16] {
@@ -619,6 +637,40 @@ impl RunState<'_> {
         .await?;
         self.delete_old_copy(row).await?;
         runtime::delete_ledger(&self.engine.store, self.def.id, &row.source_identity_hash).await?;
+        Ok(())
+    }
+
+    /// Writes ledger rows in one transaction (nothing in a dry run).
+    async fn flush(&self, entries: &[Entry]) -> Result<(), EngineError> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        let writes: Vec<LedgerWrite<'_>> = entries
+            .iter()
+            .map(|e| LedgerWrite {
+                sync_def_id: self.def.id,
+                source_identity: &e.identity,
+                source_identity_hash: &e.hash,
+                key_strategy: &self.def.key_strategy,
+                source_instance_id: Some(self.instance_id),
+                sp_list_id: e.list.as_deref(),
+                sp_item_id: e.item,
+                content_hash: e.content.as_deref(),
+                sync_state: e.state,
+                pending_list_id: e.pending.as_deref(),
+                sync_target_id: e.target,
+                run_id,
+            })
+            .collect();
+        runtime::put_ledger_many(&self.engine.store, &writes).await?;
+        Ok(())
+    }
+
+    /// Marks a row's open dead-letter entry resolved, if it has one.
+    async fn resolved(&mut self, hash: &str) -> Result<(), EngineError> {
+        if self.open_failures.remove(hash) {
+            runtime::resolve_failure(&self.engine.store, self.def.id, hash).await?;
+        }
         Ok(())
     }
 
@@ -1023,40 +1075,36 @@ impl RunState<'_> {
         let list_id = target.collection.id.clone();
         let sync_target_id = target.sync_target_id;
         // Intents first: a crash after the target created an item is recovered by key look-up.
-        for (row, planned) in &rows {
-            match planned {
-                Planned::Create => {
-                    self.put(
-                        &row.identity,
-                        &row.hash,
-                        None,
-                        None,
-                        None,
-                        "PENDING_CREATE",
-                        Some(&list_id),
-                        Some(sync_target_id),
-                    )
-                    .await?;
-                }
+        let intents: Vec<Entry> = rows
+            .iter()
+            .filter_map(|(row, planned)| match planned {
+                Planned::Create => Some(Entry {
+                    identity: row.identity.clone(),
+                    hash: row.hash.clone(),
+                    list: None,
+                    item: None,
+                    content: None,
+                    state: "PENDING_CREATE",
+                    pending: Some(list_id.clone()),
+                    target: Some(sync_target_id),
+                }),
                 Planned::Move {
                     from_list,
                     from_item,
-                } => {
-                    self.put(
-                        &row.identity,
-                        &row.hash,
-                        Some(from_list),
-                        Some(*from_item),
-                        None,
-                        "PENDING_MOVE",
-                        Some(&list_id),
-                        Some(sync_target_id),
-                    )
-                    .await?;
-                }
-                _ => {}
-            }
-        }
+                } => Some(Entry {
+                    identity: row.identity.clone(),
+                    hash: row.hash.clone(),
+                    list: Some(from_list.clone()),
+                    item: Some(*from_item),
+                    content: None,
+                    state: "PENDING_MOVE",
+                    pending: Some(list_id.clone()),
+                    target: Some(sync_target_id),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.flush(&intents).await?;
         let ops: Vec<WriteOp> = rows
             .iter()
             .map(|(row, planned)| {
@@ -1090,6 +1138,7 @@ impl RunState<'_> {
             ))));
         }
         let mut recreate = Vec::new();
+        let mut synced: Vec<Entry> = Vec::new();
         for ((row, planned), outcome) in rows.into_iter().zip(outcomes) {
             match outcome {
                 WriteOutcome::Created { item_id } => {
@@ -1113,36 +1162,34 @@ impl RunState<'_> {
                     } else {
                         self.counters.created += 1;
                     }
-                    self.put(
-                        &row.identity,
-                        &row.hash,
-                        Some(&list_id),
-                        Some(item_id.0),
-                        Some(&row.content_hash),
-                        "SYNCED",
-                        None,
-                        Some(sync_target_id),
-                    )
-                    .await?;
-                    runtime::resolve_failure(&self.engine.store, self.def.id, &row.hash).await?;
+                    self.resolved(&row.hash).await?;
+                    synced.push(Entry {
+                        identity: row.identity,
+                        hash: row.hash,
+                        list: Some(list_id.clone()),
+                        item: Some(item_id.0),
+                        content: Some(row.content_hash),
+                        state: "SYNCED",
+                        pending: None,
+                        target: Some(sync_target_id),
+                    });
                 }
                 WriteOutcome::Updated => {
                     let Planned::Update { item_id } = planned else {
                         continue;
                     };
                     self.counters.updated += 1;
-                    self.put(
-                        &row.identity,
-                        &row.hash,
-                        Some(&list_id),
-                        Some(item_id),
-                        Some(&row.content_hash),
-                        "SYNCED",
-                        None,
-                        Some(sync_target_id),
-                    )
-                    .await?;
-                    runtime::resolve_failure(&self.engine.store, self.def.id, &row.hash).await?;
+                    self.resolved(&row.hash).await?;
+                    synced.push(Entry {
+                        identity: row.identity,
+                        hash: row.hash,
+                        list: Some(list_id.clone()),
+                        item: Some(item_id),
+                        content: Some(row.content_hash),
+                        state: "SYNCED",
+                        pending: None,
+                        target: Some(sync_target_id),
+                    });
                 }
                 WriteOutcome::NotFound => {
                     // Someone deleted the item in SharePoint: create it again.
@@ -1183,6 +1230,7 @@ impl RunState<'_> {
                 _ => {}
             }
         }
+        self.flush(&synced).await?;
         if !recreate.is_empty() {
             let rows: Vec<(Prepared, Planned)> = recreate
                 .into_iter()

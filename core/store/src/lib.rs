@@ -170,6 +170,9 @@ impl Store {
             .create_if_missing(true)
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL never corrupts; a power cut may lose the last commits, which the
+            // idempotency protocol tolerates (the list's unique key column refuses duplicates).
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

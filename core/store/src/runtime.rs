@@ -191,9 +191,10 @@ pub struct LedgerWrite<'a> {
 
 /// Inserts or replaces the ledger row of one identity.
 pub async fn put_ledger(store: &Store, write: &LedgerWrite<'_>) -> Result<(), StoreError> {
-    let now = Utc::now();
-    with_pool!(store, pool => sqlx::query(
-        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
+    put_ledger_many(store, std::slice::from_ref(write)).await
+}
+
+const PUT_LEDGER: &str = "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
             source_instance_id, sp_list_id, sp_item_id, content_hash, last_sync_ts, provenance, sync_state,
             pending_list_id, sync_target_id, last_run_id, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PUSH', $11, $12, $13, $14, $10, $10)
@@ -203,13 +204,39 @@ pub async fn put_ledger(store: &Store, write: &LedgerWrite<'_>) -> Result<(), St
             content_hash = excluded.content_hash, last_sync_ts = excluded.last_sync_ts,
             provenance = 'PUSH', sync_state = excluded.sync_state, pending_list_id = excluded.pending_list_id,
             sync_target_id = excluded.sync_target_id, last_run_id = excluded.last_run_id,
-            updated_at = excluded.updated_at")
-        .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
-        .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
-        .bind(write.content_hash).bind(now).bind(write.sync_state).bind(write.pending_list_id)
-        .bind(write.sync_target_id).bind(write.run_id)
-        .execute(pool).await.map(|_| ()))
+            updated_at = excluded.updated_at";
+
+/// Writes many ledger rows in one transaction: all or none.
+pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    with_pool!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        for write in writes {
+            sqlx::query(PUT_LEDGER)
+                .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
+                .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
+                .bind(write.content_hash).bind(now).bind(write.sync_state).bind(write.pending_list_id)
+                .bind(write.sync_target_id).bind(write.run_id)
+                .execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }.await)
     .map_err(StoreError::query("writing the ledger"))
+}
+
+/// Identity hashes with an open dead-letter entry (so a success can resolve it).
+pub async fn open_failure_hashes(
+    store: &Store,
+    sync_def_id: Id,
+) -> Result<Vec<String>, StoreError> {
+    with_pool!(store, pool => sqlx::query_scalar::<_, String>(
+        "SELECT source_identity_hash FROM failed_records WHERE sync_def_id = $1 AND source_identity_hash IS NOT NULL
+           AND resolved_at IS NULL AND discarded_at IS NULL")
+        .bind(sync_def_id).fetch_all(pool).await)
+    .map_err(StoreError::query("reading open dead-letter entries"))
 }
 
 /// Removes the ledger row of one identity (after its item was deleted).

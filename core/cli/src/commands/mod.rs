@@ -2,7 +2,9 @@
 
 pub mod apply;
 pub mod dlq;
+pub mod emulator;
 pub mod migrate;
+pub mod quickstart;
 pub mod run;
 pub mod schema;
 pub mod status;
