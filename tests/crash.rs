@@ -1,0 +1,152 @@
+//! Crash safety (issue 6, DESIGN.md §4): `syncbridge run` is killed with SIGKILL at random moments
+//! during an initial sync and again while rows move between lists; after a final run every source
+//! row is exactly one item, in exactly the list its shard says, with the right content.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng as _, SeedableRng as _};
+use sqlx::Connection as _;
+use support::{run, syncbridge};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+
+const ROWS: i64 = 4000;
+const TRIALS: usize = 6;
+
+async fn source(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.expect("source db")
+}
+
+fn config(emulator: &RunningEmulator, source: &Path) -> String {
+    let example = std::fs::read_to_string(support::repo_root().join("examples/local-emulator.yaml")).expect("example");
+    example
+        .replace("http://127.0.0.1:8765", &emulator.authority_host())
+        .replace("projects.db", &source.display().to_string())
+}
+
+/// `(list, title)` of every item, by identity key.
+fn items(emulator: &RunningEmulator) -> HashMap<String, Vec<(String, String)>> {
+    let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for list in emulator.data().sites.iter().flat_map(|s| &s.lists) {
+        for item in list.items.values() {
+            let key = item.fields.get("SyncBridgeKey").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+            let title = item.fields.get("Title").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            out.entry(key).or_default().push((list.display_name.clone(), title));
+        }
+    }
+    out
+}
+
+/// Runs `syncbridge run` and kills it after `delay` (if it is still running).
+fn run_and_kill(store: &str, delay: Duration) -> bool {
+    let mut child = syncbridge()
+        .args(["--store", store, "run", "projects", "--batch-size", "150"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    std::thread::sleep(delay);
+    let killed = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_never_duplicate_or_lose_an_item() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source_path = dir.path().join("projects.db");
+    let mut db = source(&source_path).await;
+    sqlx::query("CREATE TABLE projects (id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, budget NUMERIC(12,2), started_on DATE, ended_on DATE, updated_at DATETIME NOT NULL)")
+        .execute(&mut db)
+        .await
+        .expect("table");
+    let mut tx = db.begin().await.expect("tx");
+    for id in 1..=ROWS {
+        let status = ["Active", "Closed", "On hold"][(id % 3) as usize];
+        let ended = (status == "Closed").then_some("2026-11-01");
+        sqlx::query("INSERT INTO projects VALUES ($1, $2, $3, '10.00', '2025-01-01', $4, $5)")
+            .bind(id)
+            .bind(format!("Project {id}"))
+            .bind(status)
+            .bind(ended)
+            .bind(format!("2026-01-01 00:{:02}:{:02}", (id / 60) % 60, id % 60))
+            .execute(&mut *tx)
+            .await
+            .expect("row");
+    }
+    tx.commit().await.expect("commit");
+
+    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().expect("address")).await.expect("emulator");
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config(&emulator, &source_path)).expect("config");
+    let store = format!("sqlite://{}", dir.path().join("meta.db").display());
+    for args in [vec!["migrate"], vec!["apply", "-f", config_path.to_str().expect("utf-8")], vec!["provision", "projects"]] {
+        let output = run(syncbridge().args(["--store", &store]).args(&args));
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut kills = 0;
+    let store_for_threads = store.clone();
+    // Phase 1: the initial sync, killed again and again.
+    for _ in 0..TRIALS {
+        let delay = Duration::from_millis(rng.random_range(150..1500));
+        let store = store_for_threads.clone();
+        kills += usize::from(tokio::task::spawn_blocking(move || run_and_kill(&store, delay)).await.expect("join"));
+    }
+    // Phase 2: half the rows change shard (moves), killed mid-run too.
+    sqlx::query("UPDATE projects SET status = CASE status WHEN 'Active' THEN 'On hold' WHEN 'On hold' THEN 'Active' ELSE status END, name = name || ' v2', updated_at = '2026-06-01 00:00:00' WHERE id % 2 = 0")
+        .execute(&mut db)
+        .await
+        .expect("moves");
+    for _ in 0..TRIALS {
+        let delay = Duration::from_millis(rng.random_range(150..1500));
+        let store = store_for_threads.clone();
+        kills += usize::from(tokio::task::spawn_blocking(move || run_and_kill(&store, delay)).await.expect("join"));
+    }
+    assert!(kills >= 3, "at least some runs were killed mid-way ({kills})");
+
+    // A final, uninterrupted run; the full one also settles anything a kill left behind.
+    for full in [false, true] {
+        let mut args = vec!["--store", store.as_str(), "run", "projects"];
+        if full {
+            args.push("--full");
+        }
+        let output = run(syncbridge().args(&args));
+        assert!(output.status.success(), "final run: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    // Every row exactly once, in the right list, with its current title.
+    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as("SELECT id, name, status, ended_on FROM projects").fetch_all(&mut db).await.expect("rows");
+    let items = items(&emulator);
+    let total: usize = items.values().map(Vec::len).sum();
+    assert_eq!(total, rows.len(), "item count equals row count");
+    let ledger_keys: HashMap<String, i64> = {
+        let meta = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
+        sqlx::query_as::<_, (String, String)>("SELECT source_identity_hash, source_identity FROM sync_ledger")
+            .fetch_all(&mut meta)
+            .await
+            .expect("ledger")
+            .into_iter()
+            .map(|(hash, identity)| (hash, identity.parse().expect("numeric identity")))
+            .collect()
+    };
+    let by_id: HashMap<i64, &(i64, String, String, Option<String>)> = rows.iter().map(|r| (r.0, r)).collect();
+    for (key, copies) in &items {
+        assert_eq!(copies.len(), 1, "identity {key} has {} items: {copies:?}", copies.len());
+        let id = ledger_keys.get(key).unwrap_or_else(|| panic!("item {key} has no ledger row"));
+        let (_, name, status, ended) = by_id[id];
+        let expected = match (status.as_str(), ended.as_deref()) {
+            ("Active", _) => "Active Projects",
+            ("Closed", Some(day)) if day > (chrono::Utc::now() - chrono::Duration::hours(8760)).date_naive().to_string().as_str() => "Closed Projects",
+            _ => "Archived Projects",
+        };
+        assert_eq!(copies[0].0, expected, "row {id} is in the wrong list");
+        assert_eq!(copies[0].1, name.trim(), "row {id} has stale content");
+    }
+}
