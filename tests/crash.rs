@@ -17,11 +17,15 @@ const ROWS: i64 = 4000;
 const TRIALS: usize = 6;
 
 async fn source(path: &Path) -> sqlx::SqliteConnection {
-    sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.expect("source db")
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("source db")
 }
 
 fn config(emulator: &RunningEmulator, source: &Path) -> String {
-    let example = std::fs::read_to_string(support::repo_root().join("examples/local-emulator.yaml")).expect("example");
+    let example =
+        std::fs::read_to_string(support::repo_root().join("examples/local-emulator.yaml"))
+            .expect("example");
     example
         .replace("http://127.0.0.1:8765", &emulator.authority_host())
         .replace("projects.db", &source.display().to_string())
@@ -32,9 +36,21 @@ fn items(emulator: &RunningEmulator) -> HashMap<String, Vec<(String, String)>> {
     let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for list in emulator.data().sites.iter().flat_map(|s| &s.lists) {
         for item in list.items.values() {
-            let key = item.fields.get("SyncBridgeKey").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-            let title = item.fields.get("Title").and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            out.entry(key).or_default().push((list.display_name.clone(), title));
+            let key = item
+                .fields
+                .get("SyncBridgeKey")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_owned();
+            let title = item
+                .fields
+                .get("Title")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned();
+            out.entry(key)
+                .or_default()
+                .push((list.display_name.clone(), title));
         }
     }
     out
@@ -73,20 +89,37 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
             .bind(format!("Project {id}"))
             .bind(status)
             .bind(ended)
-            .bind(format!("2026-01-01 00:{:02}:{:02}", (id / 60) % 60, id % 60))
+            .bind(format!(
+                "2026-01-01 00:{:02}:{:02}",
+                (id / 60) % 60,
+                id % 60
+            ))
             .execute(&mut *tx)
             .await
             .expect("row");
     }
     tx.commit().await.expect("commit");
 
-    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().expect("address")).await.expect("emulator");
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config(&emulator, &source_path)).expect("config");
     let store = format!("sqlite://{}", dir.path().join("meta.db").display());
-    for args in [vec!["migrate"], vec!["apply", "-f", config_path.to_str().expect("utf-8")], vec!["provision", "projects"]] {
+    for args in [
+        vec!["migrate"],
+        vec!["apply", "-f", config_path.to_str().expect("utf-8")],
+        vec!["provision", "projects"],
+    ] {
         let output = run(syncbridge().args(["--store", &store]).args(&args));
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -96,7 +129,11 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
     for _ in 0..TRIALS {
         let delay = Duration::from_millis(rng.random_range(150..1500));
         let store = store_for_threads.clone();
-        kills += usize::from(tokio::task::spawn_blocking(move || run_and_kill(&store, delay)).await.expect("join"));
+        kills += usize::from(
+            tokio::task::spawn_blocking(move || run_and_kill(&store, delay))
+                .await
+                .expect("join"),
+        );
     }
     // Phase 2: half the rows change shard (moves), killed mid-run too.
     sqlx::query("UPDATE projects SET status = CASE status WHEN 'Active' THEN 'On hold' WHEN 'On hold' THEN 'Active' ELSE status END, name = name || ' v2', updated_at = '2026-06-01 00:00:00' WHERE id % 2 = 0")
@@ -106,9 +143,16 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
     for _ in 0..TRIALS {
         let delay = Duration::from_millis(rng.random_range(150..1500));
         let store = store_for_threads.clone();
-        kills += usize::from(tokio::task::spawn_blocking(move || run_and_kill(&store, delay)).await.expect("join"));
+        kills += usize::from(
+            tokio::task::spawn_blocking(move || run_and_kill(&store, delay))
+                .await
+                .expect("join"),
+        );
     }
-    assert!(kills >= 3, "at least some runs were killed mid-way ({kills})");
+    assert!(
+        kills >= 3,
+        "at least some runs were killed mid-way ({kills})"
+    );
 
     // A final, uninterrupted run; the full one also settles anything a kill left behind.
     for full in [false, true] {
@@ -117,33 +161,59 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
             args.push("--full");
         }
         let output = run(syncbridge().args(&args));
-        assert!(output.status.success(), "final run: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "final run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     // Every row exactly once, in the right list, with its current title.
-    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as("SELECT id, name, status, ended_on FROM projects").fetch_all(&mut db).await.expect("rows");
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, status, ended_on FROM projects")
+            .fetch_all(&mut db)
+            .await
+            .expect("rows");
     let items = items(&emulator);
     let total: usize = items.values().map(Vec::len).sum();
     assert_eq!(total, rows.len(), "item count equals row count");
     let ledger_keys: HashMap<String, i64> = {
         let meta = format!("sqlite://{}", dir.path().join("meta.db").display());
         let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
-        sqlx::query_as::<_, (String, String)>("SELECT source_identity_hash, source_identity FROM sync_ledger")
-            .fetch_all(&mut meta)
-            .await
-            .expect("ledger")
-            .into_iter()
-            .map(|(hash, identity)| (hash, identity.parse().expect("numeric identity")))
-            .collect()
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT source_identity_hash, source_identity FROM sync_ledger",
+        )
+        .fetch_all(&mut meta)
+        .await
+        .expect("ledger")
+        .into_iter()
+        .map(|(hash, identity)| (hash, identity.parse().expect("numeric identity")))
+        .collect()
     };
-    let by_id: HashMap<i64, &(i64, String, String, Option<String>)> = rows.iter().map(|r| (r.0, r)).collect();
+    let by_id: HashMap<i64, &(i64, String, String, Option<String>)> =
+        rows.iter().map(|r| (r.0, r)).collect();
     for (key, copies) in &items {
-        assert_eq!(copies.len(), 1, "identity {key} has {} items: {copies:?}", copies.len());
-        let id = ledger_keys.get(key).unwrap_or_else(|| panic!("item {key} has no ledger row"));
+        assert_eq!(
+            copies.len(),
+            1,
+            "identity {key} has {} items: {copies:?}",
+            copies.len()
+        );
+        let id = ledger_keys
+            .get(key)
+            .unwrap_or_else(|| panic!("item {key} has no ledger row"));
         let (_, name, status, ended) = by_id[id];
         let expected = match (status.as_str(), ended.as_deref()) {
             ("Active", _) => "Active Projects",
-            ("Closed", Some(day)) if day > (chrono::Utc::now() - chrono::Duration::hours(8760)).date_naive().to_string().as_str() => "Closed Projects",
+            ("Closed", Some(day))
+                if day
+                    > (chrono::Utc::now() - chrono::Duration::hours(8760))
+                        .date_naive()
+                        .to_string()
+                        .as_str() =>
+            {
+                "Closed Projects"
+            }
             _ => "Archived Projects",
         };
         assert_eq!(copies[0].0, expected, "row {id} is in the wrong list");

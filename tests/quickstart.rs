@@ -9,19 +9,31 @@ use support::{run, syncbridge};
 #[test]
 fn quickstart_ends_with_every_list_matching_the_source() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = run(syncbridge().args(["--json", "quickstart", "--rows", "600", "--dir"]).arg(dir.path()));
+    let output = run(syncbridge()
+        .args(["--json", "quickstart", "--rows", "600", "--dir"])
+        .arg(dir.path()));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "quickstart failed: {stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
     assert_eq!(summary["first_run"]["created"], 600, "{summary}");
     assert_eq!(summary["first_run"]["failed"], 0);
     let edits = &summary["edits"];
     let incremental = &summary["incremental_run"];
     assert_eq!(incremental["created"], edits["inserted"], "{summary}");
     assert_eq!(incremental["moved"], edits["moved"], "{summary}");
-    assert!(incremental["updated"].as_u64().expect("count") >= edits["updated"].as_u64().expect("count") - edits["moved"].as_u64().expect("count"));
-    assert_eq!(summary["full_run"]["deleted"], edits["deleted"], "{summary}");
-    assert_eq!(summary["full_run"]["created"], 0, "a full rerun writes only deletes");
+    assert!(
+        incremental["updated"].as_u64().expect("count")
+            >= edits["updated"].as_u64().expect("count") - edits["moved"].as_u64().expect("count")
+    );
+    assert_eq!(
+        summary["full_run"]["deleted"], edits["deleted"],
+        "{summary}"
+    );
+    assert_eq!(
+        summary["full_run"]["created"], 0,
+        "a full rerun writes only deletes"
+    );
     assert_eq!(summary["full_run"]["updated"], 0);
     let lists = summary["reconcile"].as_array().expect("reconcile rows");
     assert_eq!(lists.len(), 3);
@@ -36,6 +48,12 @@ fn quickstart_ends_with_every_list_matching_the_source() {
     assert_eq!(runs.as_array().expect("runs").len(), 3);
     let status = run(syncbridge().args(["--store", &store, "status"]));
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("projects") && text.contains("COMPLETED"), "{text}");
-    assert!(!text.contains("demo-client-secret"), "status shows no secret");
+    assert!(
+        text.contains("projects") && text.contains("COMPLETED"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("demo-client-secret"),
+        "status shows no secret"
+    );
 }
