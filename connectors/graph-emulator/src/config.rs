@@ -85,6 +85,9 @@ pub struct FaultConfig {
     pub rate_503: f64,
     /// `Retry-After` seconds sent with injected 429/503.
     pub retry_after_seconds: f64,
+    /// Only requests of these kinds get faults (`item.create`, `item.update`, `site.get` … as in
+    /// the counts); empty means every Graph request.
+    pub kinds: Vec<String>,
 }
 
 impl Default for EmulatorConfig {

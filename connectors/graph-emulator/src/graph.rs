@@ -215,7 +215,7 @@ impl Graph {
         if let Some(response) = self.throttle(&app, kind) {
             return (kind, response);
         }
-        if let Some(response) = self.inject_fault() {
+        if let Some(response) = self.inject_fault(kind) {
             return (kind, response);
         }
         (kind, self.graph(request, rest, &app.1))
@@ -383,8 +383,11 @@ impl Graph {
         None
     }
 
-    fn inject_fault(&mut self) -> Option<Response> {
+    fn inject_fault(&mut self, kind: &str) -> Option<Response> {
         let faults = &self.config.faults;
+        if !faults.kinds.is_empty() && !faults.kinds.iter().any(|k| k == kind) {
+            return None;
+        }
         let (rate_429, rate_503, retry) =
             (faults.rate_429, faults.rate_503, faults.retry_after_seconds);
         if rate_429 <= 0.0 && rate_503 <= 0.0 {

@@ -661,6 +661,7 @@ async fn injected_faults_are_deterministic() {
             rate_429: 0.3,
             rate_503: 0.2,
             retry_after_seconds: 0.5,
+            kinds: Vec::new(),
         });
         let mut statuses = Vec::new();
         for _ in 0..20 {

@@ -374,6 +374,7 @@ impl Engine {
         if !options.dry_run {
             run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
             run.recover().await?;
+            run.retry_dead_letters(&mapper, router.as_ref()).await?;
         }
         let outcome = run.stream(source.as_ref(), &mapper, router.as_ref()).await;
         let outcome = match outcome {
@@ -589,6 +590,49 @@ impl RunState<'_> {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Processes again the dead-lettered rows whose retry is due, from the raw row they kept
+    /// (rows below an `UPDATED_AT` cursor are never read again otherwise). A row that fails again
+    /// stays in the queue with one more retry counted; one that syncs is resolved.
+    async fn retry_dead_letters(
+        &mut self,
+        mapper: &Mapper,
+        router: Option<&CelRouter>,
+    ) -> Result<(), EngineError> {
+        let due =
+            runtime::due_failures(&self.engine.store, self.def.id, chrono::Utc::now()).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(sync = %self.def.name, rows = due.len(), "retrying dead-lettered rows");
+        let mut groups: Vec<(Vec<String>, Vec<Row>)> = Vec::new();
+        for entry in due {
+            let Some(serde_json::Value::Object(raw)) = entry.raw_data.map(|j| j.0) else {
+                continue;
+            };
+            let columns: Vec<String> = raw.keys().cloned().collect();
+            let values: Vec<Value> = raw
+                .values()
+                .map(|v| serde_json::from_value(v.clone()).unwrap_or(Value::Null))
+                .collect();
+            match groups.iter_mut().find(|(c, _)| *c == columns) {
+                Some((_, rows)) => rows.push(Row::new(values)),
+                None => groups.push((columns, vec![Row::new(values)])),
+            }
+        }
+        let processed = self.counters.processed;
+        for (columns, rows) in groups {
+            let batch = RowBatch {
+                columns: columns.into(),
+                rows,
+                position: None,
+            };
+            self.process_batch(&batch, mapper, router).await?;
+        }
+        // Retries are not part of this run's read.
+        self.counters.processed = processed;
         Ok(())
     }
 

@@ -381,6 +381,21 @@ pub async fn open_failures(
         .map_err(StoreError::query("listing dead-letter entries"))
 }
 
+/// Open entries whose retry is due (`next_retry_at` passed, retries left, raw row kept).
+pub async fn due_failures(
+    store: &Store,
+    sync_def_id: Id,
+    now: DateTime<Utc>,
+) -> Result<Vec<FailedRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {FAILED_COLUMNS} FROM failed_records WHERE sync_def_id = $1 AND resolved_at IS NULL
+           AND discarded_at IS NULL AND raw_data IS NOT NULL AND retry_count < max_retries
+           AND (next_retry_at IS NULL OR next_retry_at <= $2) ORDER BY created_at"
+    );
+    with_pool!(store, pool => sqlx::query_as::<_, FailedRecord>(&sql).bind(sync_def_id).bind(now).fetch_all(pool).await)
+        .map_err(StoreError::query("reading due dead-letter entries"))
+}
+
 /// One dead-letter entry by id.
 pub async fn failure(store: &Store, id: Id) -> Result<Option<FailedRecord>, StoreError> {
     let sql = format!("SELECT {FAILED_COLUMNS} FROM failed_records WHERE id = $1");

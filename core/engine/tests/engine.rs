@@ -1,0 +1,289 @@
+//! The engine end to end on real components: a SQLite source file, the Graph emulator, and the
+//! meta-store on both backends. Dry runs write nothing; failed writes are dead-lettered and
+//! retried from their raw row; ARCHIVE_ONLY writes each row once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+use syncbridge_api::Registry;
+use syncbridge_config::apply::{ApplyOptions, apply};
+use syncbridge_engine::run::{Engine, RunOptions};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, FaultConfig, RunningEmulator};
+use syncbridge_store::runtime;
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::testing::TestStore;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    source: std::path::PathBuf,
+    emulator: RunningEmulator,
+    engine: Engine,
+}
+
+fn registry() -> Arc<Registry> {
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_sqlite::SqliteSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    syncbridge_engine::rules::register_builtin_rules(&mut registry);
+    Arc::new(registry)
+}
+
+async fn execute(path: &Path, sql: &str) {
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("source");
+    sqlx::raw_sql(sql)
+        .execute(&mut db)
+        .await
+        .expect("source sql");
+}
+
+/// A source with `rows` projects, the emulator, and the example config applied and provisioned.
+async fn fixture(store: &TestStore, rows: i64, mode: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("projects.db");
+    let mut sql = String::from(
+        "CREATE TABLE projects (id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, budget NUMERIC(12,2), started_on DATE, ended_on DATE, updated_at DATETIME NOT NULL);",
+    );
+    for id in 1..=rows {
+        sql.push_str(&format!("INSERT INTO projects VALUES ({id}, 'P{id}', 'Active', '1.00', '2025-01-01', NULL, '2026-01-01 00:00:{:02}');", id % 60));
+    }
+    execute(&source, &sql).await;
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local-emulator.yaml"),
+    )
+    .expect("example");
+    let text = example
+        .replace("http://127.0.0.1:8765", &emulator.authority_host())
+        .replace("projects.db", &source.display().to_string())
+        .replace(
+            "    key:\n      strategy: PRIMARY_KEY",
+            &format!("    mode: {mode}\n    key:\n      strategy: PRIMARY_KEY"),
+        );
+    let config = syncbridge_config::load_str(
+        &text,
+        Path::new("test.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "test".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(store, &config, &options).await.expect("apply");
+    let engine = Engine::new((**store).clone(), registry(), Some(key));
+    engine.provision("projects").await.expect("provision");
+    Fixture {
+        _dir: dir,
+        source,
+        emulator,
+        engine,
+    }
+}
+
+fn items(emulator: &RunningEmulator) -> usize {
+    emulator
+        .data()
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .map(|l| l.items.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn dry_run_plans_and_writes_nothing() {
+    for store in TestStore::all().await {
+        let fx = fixture(&store, 30, "ONE_WAY_PUSH").await;
+        let report = fx
+            .engine
+            .run(
+                "projects",
+                &RunOptions {
+                    dry_run: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("dry run");
+        assert_eq!(report.created, 30, "{}", store.backend());
+        assert_eq!(report.planned.len(), 30);
+        assert_eq!(
+            fx.emulator.counts().kind("item.create"),
+            0,
+            "a dry run sends no write"
+        );
+        assert_eq!(items(&fx.emulator), 0);
+        assert!(
+            runtime::recent_runs(&store, None, 5)
+                .await
+                .expect("runs")
+                .is_empty(),
+            "and records no run"
+        );
+        let real = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("run");
+        assert_eq!((real.created, items(&fx.emulator)), (30, 30));
+        let again = fx
+            .engine
+            .run(
+                "projects",
+                &RunOptions {
+                    full: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("rerun");
+        assert_eq!(
+            (again.unchanged, again.created, again.updated),
+            (30, 0, 0),
+            "unchanged rows cost no write"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_writes_are_dead_lettered_and_retried_from_the_raw_row() {
+    for store in TestStore::all().await {
+        let fx = fixture(&store, 25, "ONE_WAY_PUSH").await;
+        fx.emulator.set_faults(FaultConfig {
+            seed: 1,
+            rate_429: 1.0,
+            rate_503: 0.0,
+            retry_after_seconds: 0.0,
+            kinds: vec!["item.create".into()],
+        });
+        let report = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("run completes despite failures");
+        assert_eq!(
+            (report.created, report.failed),
+            (0, 25),
+            "{}",
+            store.backend()
+        );
+        let open = runtime::open_failures(&store, None).await.expect("dlq");
+        assert_eq!(open.len(), 25);
+        assert_eq!(open[0].stage_failed, "WRITE");
+        assert!(open[0].raw_data.is_some() && open[0].normalized_data.is_some());
+
+        // The service recovers; `dlq retry` makes the entries due; the next (incremental) run,
+        // whose cursor is already past these rows, writes them from the queue.
+        fx.emulator.set_faults(FaultConfig::default());
+        for entry in &open {
+            assert!(
+                runtime::retry_failure_now(&store, entry.id)
+                    .await
+                    .expect("retry")
+            );
+        }
+        let report = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("retry run");
+        assert_eq!(
+            (report.created, report.failed),
+            (25, 0),
+            "{}",
+            store.backend()
+        );
+        assert!(
+            runtime::open_failures(&store, None)
+                .await
+                .expect("dlq")
+                .is_empty(),
+            "entries resolved"
+        );
+        assert_eq!(items(&fx.emulator), 25);
+    }
+}
+
+#[tokio::test]
+async fn a_value_the_list_refuses_costs_one_row() {
+    let store = TestStore::sqlite().await;
+    let fx = fixture(&store, 10, "ONE_WAY_PUSH").await;
+    execute(
+        &fx.source,
+        &format!(
+            "UPDATE projects SET name = '{}' WHERE id = 4",
+            "x".repeat(300)
+        ),
+    )
+    .await;
+    let report = fx
+        .engine
+        .run("projects", &RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!((report.created, report.failed), (9, 1));
+    let open = runtime::open_failures(&store, None).await.expect("dlq");
+    assert_eq!(open[0].source_identity.as_deref(), Some("4"));
+    assert!(
+        open[0].error_message.contains("Title") && open[0].error_message.contains("255"),
+        "{}",
+        open[0].error_message
+    );
+}
+
+#[tokio::test]
+async fn archive_only_writes_each_row_once() {
+    let store = TestStore::sqlite().await;
+    let fx = fixture(&store, 10, "ARCHIVE_ONLY").await;
+    fx.engine
+        .run("projects", &RunOptions::default())
+        .await
+        .expect("first");
+    execute(&fx.source, "UPDATE projects SET name = 'changed', status = 'On hold', updated_at = '2026-06-01 00:00:00' WHERE id <= 3; DELETE FROM projects WHERE id = 10;").await;
+    let report = fx
+        .engine
+        .run(
+            "projects",
+            &RunOptions {
+                full: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("second");
+    assert_eq!(
+        (report.updated, report.moved, report.deleted, report.created),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(items(&fx.emulator), 10);
+}
+
+#[tokio::test]
+async fn unknown_and_unprovisioned_syncs_are_explained() {
+    let store = TestStore::sqlite().await;
+    let engine = Engine::new((*store).clone(), registry(), None);
+    let error = engine
+        .run("nope", &RunOptions::default())
+        .await
+        .expect_err("unknown");
+    assert!(
+        error
+            .to_string()
+            .contains("no sync definition named `nope`"),
+        "{error}"
+    );
+}
