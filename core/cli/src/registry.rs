@@ -6,6 +6,7 @@ use syncbridge_api::Registry;
 /// Everything this build ships.
 pub fn builtin() -> Registry {
     let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
     registry.register_source::<syncbridge_sqlite::SqliteSource>();
     registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
     syncbridge_engine::rules::register_builtin_rules(&mut registry);

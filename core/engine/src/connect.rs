@@ -56,7 +56,7 @@ pub fn source_config(
         .db_name
         .clone()
         .unwrap_or_else(|| def.database_name.clone());
-    Ok(serde_json::json!({
+    let mut config = serde_json::json!({
         "host": instance.host,
         "port": instance.port,
         "database": database,
@@ -64,7 +64,12 @@ pub fn source_config(
         "user": instance.db_user,
         "password": password,
         "options": instance.config.0,
-    }))
+    });
+    // Unset settings are left out, so connectors apply their own defaults.
+    if let Some(map) = config.as_object_mut() {
+        map.retain(|_, value| !value.is_null());
+    }
+    Ok(config)
 }
 
 /// The configuration of the SharePoint connection and site a target row uses.

@@ -1,0 +1,306 @@
+//! The PostgreSQL source on the real server (127.0.0.1:5432), each test in its own database:
+//! Sakila introspected and read completely, awkward identifiers, exact numerics, composite keys,
+//! and UPDATED_AT catching rows committed late with older timestamps.
+
+use std::process::Command;
+
+use futures::TryStreamExt as _;
+use sqlx::Connection as _;
+use syncbridge_api::{
+    ConstraintKind, CursorSpec, DataType, ReadRequest, RowBatch, Source as _, TableRef, Value,
+};
+use syncbridge_postgres::{PostgresSource, PostgresSourceConfig};
+
+struct Database {
+    name: String,
+}
+
+impl Database {
+    fn create() -> Option<Self> {
+        let name = format!("sbtest_pg_{}", uuid::Uuid::new_v4().simple());
+        let output = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output();
+        match output {
+            Ok(o) if o.status.success() => Some(Self { name }),
+            other => {
+                let why = format!("{other:?}");
+                assert!(
+                    std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                    "PostgreSQL is required: {why}"
+                );
+                println!("SKIPPED: PostgreSQL on 127.0.0.1:5432 is not usable: {why}");
+                None
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    fn psql_file(&self, path: &str) {
+        let output = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-d",
+                &self.name,
+                "-f",
+                path,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn execute(&self, sql: &str) {
+        let mut db = sqlx::PgConnection::connect(&self.url())
+            .await
+            .expect("connect");
+        sqlx::raw_sql(sql).execute(&mut db).await.expect("sql");
+    }
+
+    async fn source(&self) -> PostgresSource {
+        let config: PostgresSourceConfig =
+            serde_json::from_value(serde_json::json!({"database": self.name})).expect("config");
+        PostgresSource::connect(config).await.expect("connects")
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn request(
+    schema: &str,
+    table: &str,
+    key: &[&str],
+    cursor: CursorSpec,
+    batch: usize,
+) -> ReadRequest {
+    ReadRequest {
+        table: TableRef::new(Some(schema), table),
+        columns: Vec::new(),
+        key: key.iter().map(|k| k.to_string()).collect(),
+        cursor,
+        from: None,
+        batch_size: batch,
+    }
+}
+
+async fn read_all(source: &PostgresSource, request: ReadRequest) -> Vec<RowBatch> {
+    source
+        .read(request)
+        .await
+        .expect("read")
+        .try_collect()
+        .await
+        .expect("complete")
+}
+
+#[tokio::test]
+async fn sakila_introspects_like_the_catalog_and_reads_completely() {
+    let Some(db) = Database::create() else { return };
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/sakila");
+    db.psql_file(&format!("{data}/postgres-schema.sql"));
+    db.psql_file(&format!("{data}/postgres-data.sql"));
+    let source = db.source().await;
+    let tables = source.introspect(None).await.expect("introspects");
+    let mut admin = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let (catalog_columns, catalog_pks, catalog_fks, catalog_indexes): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'),
+                (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public' AND contype = 'p'),
+                (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public' AND contype = 'f'),
+                (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("catalog");
+    let ours = |kind: ConstraintKind| {
+        tables
+            .iter()
+            .flat_map(|t| &t.constraints)
+            .filter(|c| c.kind == kind)
+            .count() as i64
+    };
+    assert_eq!(
+        tables.iter().map(|t| t.columns.len() as i64).sum::<i64>(),
+        catalog_columns
+    );
+    assert_eq!(ours(ConstraintKind::PrimaryKey), catalog_pks);
+    assert_eq!(ours(ConstraintKind::ForeignKey), catalog_fks);
+    assert_eq!(
+        tables.iter().map(|t| t.indexes.len() as i64).sum::<i64>(),
+        catalog_indexes
+    );
+
+    // Every base table with a primary key reads completely.
+    for table in tables
+        .iter()
+        .filter(|t| !t.primary_key().is_empty() && t.kind == syncbridge_api::TableKind::Base)
+    {
+        let key: Vec<String> = table.primary_key();
+        let request = ReadRequest {
+            key: key.clone(),
+            ..request("public", &table.table.name, &[], CursorSpec::FullScan, 500)
+        };
+        let rows: usize = read_all(&source, request)
+            .await
+            .iter()
+            .map(|b| b.rows.len())
+            .sum();
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM public.\"{}\"",
+            table.table.name
+        ))
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
+        assert_eq!(rows as i64, count, "table {}", table.table.name);
+    }
+
+    let film = tables
+        .iter()
+        .find(|t| t.table.name == "film")
+        .expect("film");
+    assert!(
+        matches!(film.column("rating").expect("rating").data_type, DataType::Enum { ref values } if values.contains(&"PG-13".to_owned()))
+    );
+    assert_eq!(
+        film.column("special_features").expect("features").data_type,
+        DataType::Json
+    );
+    let batches = read_all(
+        &source,
+        request("public", "film", &["film_id"], CursorSpec::FullScan, 1000),
+    )
+    .await;
+    let first = &batches[0];
+    let at = |name: &str| first.column_index(name).expect("column");
+    let row = &first.rows[0].values;
+    assert!(matches!(
+        row[at("special_features")],
+        Value::Json(serde_json::Value::Array(_)) | Value::Null
+    ));
+    assert!(matches!(row[at("rating")], Value::Text(_)));
+    assert!(
+        matches!(row[at("fulltext")], Value::Text(_)),
+        "tsvector reads as its text form"
+    );
+    assert!(matches!(row[at("rental_rate")], Value::Decimal(_)));
+}
+
+#[tokio::test]
+async fn awkward_identifiers_exact_numbers_and_composite_keys() {
+    let Some(db) = Database::create() else { return };
+    db.execute(r#"CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema"."select" ("Mixed Case" int, "we""ird" text, amount numeric(38,10), at timestamptz, tags text[], PRIMARY KEY ("Mixed Case", "we""ird"));
+        INSERT INTO "Odd Schema"."select" SELECT i % 5, 'k' || i, 1234567890123456789012345678.0123456789, '2024-01-01 10:00:00+02', ARRAY['a','b'] FROM generate_series(1, 23) i;"#).await;
+    let source = db.source().await;
+    let batches = read_all(
+        &source,
+        request(
+            "Odd Schema",
+            "select",
+            &["Mixed Case", "we\"ird"],
+            CursorSpec::FullScan,
+            4,
+        ),
+    )
+    .await;
+    let rows: Vec<&Vec<Value>> = batches
+        .iter()
+        .flat_map(|b| b.rows.iter().map(|r| &r.values))
+        .collect();
+    assert_eq!(rows.len(), 23);
+    let unique: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|r| format!("{:?}{:?}", r[0], r[1]))
+        .collect();
+    assert_eq!(unique.len(), 23, "no repeats across pages");
+    assert_eq!(
+        rows[0][2],
+        Value::Decimal(
+            "1234567890123456789012345678.0123456789"
+                .parse()
+                .expect("38 digits")
+        )
+    );
+    match &rows[0][3] {
+        Value::TimestampTz(t) => assert_eq!(
+            t.with_timezone(&chrono::Utc).to_rfc3339(),
+            "2024-01-01T08:00:00+00:00"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rows[0][4], Value::Json(serde_json::json!(["a", "b"])));
+}
+
+#[tokio::test]
+async fn updated_at_catches_late_commits_inside_the_look_back() {
+    let Some(db) = Database::create() else { return };
+    db.execute("CREATE TABLE p (id int PRIMARY KEY, updated_at timestamptz NOT NULL);
+        INSERT INTO p SELECT i, '2026-01-01 10:00:00+00'::timestamptz + i * interval '1 second' FROM generate_series(1, 10) i;").await;
+    let source = db.source().await;
+    let spec = CursorSpec::UpdatedAt {
+        column: "updated_at".into(),
+        look_back: std::time::Duration::from_secs(30),
+    };
+    let first = read_all(&source, request("public", "p", &["id"], spec.clone(), 3)).await;
+    assert_eq!(first.iter().map(|b| b.rows.len()).sum::<usize>(), 10);
+    let position = first
+        .last()
+        .and_then(|b| b.position.clone())
+        .expect("position");
+    // A long transaction commits a row stamped before the watermark.
+    db.execute("INSERT INTO p VALUES (11, '2026-01-01 10:00:05+00')")
+        .await;
+    let mut again = request("public", "p", &["id"], spec, 3);
+    again.from = Some(position);
+    let ids: Vec<Value> = read_all(&source, again)
+        .await
+        .iter()
+        .flat_map(|b| b.rows.iter().map(|r| r.values[0].clone()))
+        .collect();
+    assert!(ids.contains(&Value::Int(11)), "{ids:?}");
+}
+
+#[tokio::test]
+async fn unsupported_types_name_the_column_and_the_cast() {
+    let Some(db) = Database::create() else { return };
+    db.execute("CREATE TABLE g (id int PRIMARY KEY, spot point)")
+        .await;
+    let source = db.source().await;
+    let error = source
+        .read(request("public", "g", &["id"], CursorSpec::FullScan, 10))
+        .await
+        .err()
+        .expect("point is unsupported");
+    let text = error.to_string();
+    assert!(text.contains("spot") && text.contains("point"), "{text}");
+    assert!(
+        error.hint().is_some_and(|h| h.contains("::text")),
+        "{error:?}"
+    );
+}
