@@ -309,6 +309,52 @@ impl Engine {
         Ok(bound)
     }
 
+    /// The key columns the source's catalog defines: the primary key, or the named unique
+    /// constraint.
+    async fn key_from_catalog(
+        &self,
+        def: &RunDefinition,
+        source: &dyn ErasedSource,
+    ) -> Result<Vec<String>, EngineError> {
+        let table = TableRef {
+            schema: def.schema_name.clone(),
+            name: def.table_name.clone(),
+        };
+        let described = source
+            .introspect(Some(std::slice::from_ref(&table)))
+            .await
+            .map_err(|error| EngineError::Connector {
+                sync: def.name.clone(),
+                error,
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                EngineError::config(def, format!("table `{table}` was not found in the source"))
+            })?;
+        let columns = match (def.key_strategy.as_str(), &def.key_constraint_name) {
+            ("UNIQUE_CONSTRAINT", Some(name)) => described
+                .constraints
+                .iter()
+                .find(|c| &c.name == name && matches!(c.kind, syncbridge_api::ConstraintKind::Unique | syncbridge_api::ConstraintKind::PrimaryKey))
+                .map(|c| c.columns.clone())
+                .ok_or_else(|| {
+                    let available: Vec<&str> = described.constraints.iter().filter(|c| c.kind == syncbridge_api::ConstraintKind::Unique).map(|c| c.name.as_str()).collect();
+                    EngineError::config(def, format!("table `{table}` has no unique constraint `{name}`; unique constraints: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") }))
+                })?,
+            _ => described.primary_key(),
+        };
+        if columns.is_empty() {
+            return Err(EngineError::config(
+                def,
+                format!(
+                    "table `{table}` has no primary key; use key strategy COMPOSITE_COLUMNS with `columns`, or HASHED"
+                ),
+            ));
+        }
+        Ok(columns)
+    }
+
     /// One connected target per target row, for provisioning (lists may not exist yet).
     pub(crate) async fn connect_targets_for_provisioning(
         &self,
@@ -347,13 +393,11 @@ impl Engine {
             .map_err(|e| EngineError::config(&def, e.message))?;
         let targets = self.connect_targets(&def, true).await?;
         let router = build_router(&def, &targets)?;
-        if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
-            return Err(EngineError::config(
-                &def,
-                "no key columns: introspect the source (`syncbridge introspect`) or list `key.columns`",
-            ));
-        }
         let (instance_id, source) = self.connect_source(&def).await?;
+        let mut def = def;
+        if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
+            def.key_columns = self.key_from_catalog(&def, source.as_ref()).await?;
+        }
 
         let mut run = RunState {
             engine: self,

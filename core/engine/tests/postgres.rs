@@ -1,0 +1,210 @@
+//! Real PostgreSQL → the Graph emulator through the engine, for every key strategy: the primary
+//! key taken from the catalog, composite columns, a named unique constraint, and a hash of the
+//! whole row for a table without a key.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+use syncbridge_api::Registry;
+use syncbridge_config::apply::{ApplyOptions, apply};
+use syncbridge_engine::run::{Engine, RunOptions};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::testing::TestStore;
+
+fn create_database() -> Option<String> {
+    let name = format!("sbtest_src_{}", uuid::Uuid::new_v4().simple());
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output();
+    match output {
+        Ok(o) if o.status.success() => Some(name),
+        other => {
+            assert!(
+                std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL is required: {other:?}"
+            );
+            println!("SKIPPED: PostgreSQL on 127.0.0.1:5432 is not usable: {other:?}");
+            None
+        }
+    }
+}
+
+fn drop_database(name: &str) {
+    let _ = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+}
+
+fn list_items(emulator: &RunningEmulator, list: &str) -> Vec<String> {
+    emulator
+        .data()
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .filter(|l| l.display_name == list)
+        .flat_map(|l| {
+            l.items.values().map(|i| {
+                i.fields
+                    .get("Title")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+fn config(emulator: &RunningEmulator, database: &str) -> String {
+    let info = emulator.connection_info();
+    let sync = |name: &str, table: &str, key: &str, list: &str, title: &str| {
+        format!(
+            "  - name: {name}\n    source: {{ database: pg, table: {table} }}\n    key: {key}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: {list} }}]\n    mappings: [{{ source: {title}, target: Title }}]\n"
+        )
+    };
+    format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: ByPk }}, {{ name: ByColumns }}, {{ name: ByUnique }}, {{ name: ByHash }}]\nsyncs:\n{}{}{}{}",
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+        sync(
+            "pk",
+            "public.projects",
+            "{ strategy: PRIMARY_KEY }",
+            "ByPk",
+            "name"
+        ),
+        sync(
+            "columns",
+            "public.projects",
+            "{ strategy: COMPOSITE_COLUMNS, columns: [region, code] }",
+            "ByColumns",
+            "name"
+        ),
+        sync(
+            "unique",
+            "public.projects",
+            "{ strategy: UNIQUE_CONSTRAINT, constraint: projects_name_key }",
+            "ByUnique",
+            "name"
+        ),
+        sync(
+            "hashed",
+            "public.logs",
+            "{ strategy: HASHED }",
+            "ByHash",
+            "message"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn every_key_strategy_from_postgres() {
+    let Some(database) = create_database() else {
+        return;
+    };
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE projects (region text, code int, name text UNIQUE NOT NULL, PRIMARY KEY (region, code));
+         INSERT INTO projects SELECT r, c, r || '-' || c FROM unnest(ARRAY['eu','us']) r, generate_series(1, 20) c;
+         CREATE TABLE logs (message text, level text);
+         INSERT INTO logs SELECT 'log ' || i, 'info' FROM generate_series(1, 15) i;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("tables");
+
+    let store = TestStore::sqlite().await;
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let config = syncbridge_config::load_str(
+        &config(&emulator, &database),
+        Path::new("pg.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    apply(
+        &store,
+        &config,
+        &ApplyOptions {
+            prune: false,
+            dry_run: false,
+            actor: "t".into(),
+            master_key: Some(key.clone()),
+        },
+    )
+    .await
+    .expect("apply");
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+
+    for (sync, list, rows) in [
+        ("pk", "ByPk", 40),
+        ("columns", "ByColumns", 40),
+        ("unique", "ByUnique", 40),
+        ("hashed", "ByHash", 15),
+    ] {
+        engine.provision(sync).await.expect("provision");
+        let report = engine.run(sync, &RunOptions::default()).await.expect("run");
+        assert_eq!((report.created, report.failed), (rows, 0), "{sync}");
+        assert_eq!(list_items(&emulator, list).len(), rows as usize, "{sync}");
+        let again = engine
+            .run(sync, &RunOptions::default())
+            .await
+            .expect("rerun");
+        assert_eq!(
+            (again.unchanged, again.created, again.updated),
+            (rows, 0, 0),
+            "{sync}: a rerun writes nothing"
+        );
+    }
+
+    // A changed row: keyed strategies update in place; HASHED sees a new identity (create) and
+    // the old one vanishes (delete).
+    sqlx::raw_sql("UPDATE projects SET name = name || '!' WHERE code = 1; UPDATE logs SET message = 'changed' WHERE message = 'log 1';")
+        .execute(&mut db)
+        .await
+        .expect("edits");
+    let pk = engine.run("pk", &RunOptions::default()).await.expect("pk");
+    assert_eq!((pk.updated, pk.created, pk.deleted), (2, 0, 0));
+    let unique = engine
+        .run("unique", &RunOptions::default())
+        .await
+        .expect("unique");
+    assert_eq!(
+        (unique.created, unique.deleted),
+        (2, 2),
+        "the unique key itself changed: new identity, old one deleted"
+    );
+    let hashed = engine
+        .run("hashed", &RunOptions::default())
+        .await
+        .expect("hashed");
+    assert_eq!((hashed.created, hashed.deleted, hashed.updated), (1, 1, 0));
+    let titles = list_items(&emulator, "ByHash");
+    assert!(
+        titles.contains(&"changed".to_owned()) && !titles.contains(&"log 1".to_owned()),
+        "{titles:?}"
+    );
+
+    drop(db);
+    drop_database(&database);
+}
