@@ -62,6 +62,8 @@ pub enum Command {
     Schema,
     /// Show what is configured and the last runs.
     Status,
+    /// Describe a source database's tables, columns, keys and indexes into the inventory.
+    Introspect(IntrospectArgs),
     /// Create the target lists of a sync and their columns (idempotent).
     Provision(SyncArgs),
     /// Run a sync once: write only what changed.
@@ -162,4 +164,10 @@ pub struct QuickstartArgs {
     /// Rows in the sample `projects` table.
     #[arg(long, default_value_t = 10_000)]
     pub rows: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct IntrospectArgs {
+    /// The logical database's name (`databases[].name` in the config).
+    pub database: String,
 }

@@ -44,6 +44,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Apply(args) => commands::apply::run(global, &args).await,
         Command::Schema => commands::schema::run().map(|()| Exit::Ok),
         Command::Status => commands::status::run(global).await,
+        Command::Introspect(args) => commands::run::introspect(global, &args).await,
         Command::Provision(args) => commands::run::provision(global, &args).await,
         Command::Run(args) => commands::run::run(global, &args).await,
         Command::Runs(args) => commands::run::runs(global, &args).await,

@@ -9,7 +9,7 @@
 use secrecy::ExposeSecret as _;
 use syncbridge_api::ConnectorError;
 use syncbridge_config::SecretRef;
-use syncbridge_store::definitions::{RunDefinition, SourceRow, TargetRow};
+use syncbridge_store::definitions::{SourceRow, TargetRow};
 use syncbridge_store::secrets::MasterKey;
 
 /// Reads a secret stored as ciphertext or as a reference; `None` when neither is set.
@@ -42,7 +42,7 @@ pub fn resolve_secret(
 
 /// The configuration of one source instance.
 pub fn source_config(
-    def: &RunDefinition,
+    database_name: &str,
     instance: &SourceRow,
     key: &MasterKey,
 ) -> Result<serde_json::Value, ConnectorError> {
@@ -55,7 +55,7 @@ pub fn source_config(
     let database = instance
         .db_name
         .clone()
-        .unwrap_or_else(|| def.database_name.clone());
+        .unwrap_or_else(|| database_name.to_owned());
     let mut config = serde_json::json!({
         "host": instance.host,
         "port": instance.port,

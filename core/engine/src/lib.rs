@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod identity;
+pub mod introspect;
 pub mod mapping;
 pub mod plan;
 pub mod provision;

@@ -178,6 +178,14 @@ impl Engine {
         &self.store
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn master_key(&self) -> Result<Arc<MasterKey>, ConnectorError> {
+        self.key()
+    }
+
     /// Loads a definition by name.
     pub async fn definition(&self, name: &str) -> Result<RunDefinition, EngineError> {
         match load_run_definition(&self.store, name).await? {
@@ -213,11 +221,12 @@ impl Engine {
             error,
         })?;
         for instance in &def.sources {
-            let config =
-                source_config(def, instance, &key).map_err(|error| EngineError::Connector {
+            let config = source_config(&def.database_name, instance, &key).map_err(|error| {
+                EngineError::Connector {
                     sync: def.name.clone(),
                     error,
-                })?;
+                }
+            })?;
             match factory(config).await {
                 Ok(source) => match source.healthcheck().await {
                     Ok(()) => return Ok((instance.instance_id, source)),

@@ -208,3 +208,79 @@ async fn every_key_strategy_from_postgres() {
     drop(db);
     drop_database(&database);
 }
+
+#[tokio::test]
+async fn introspection_fills_the_inventory_idempotently() {
+    let Some(database) = create_database() else {
+        return;
+    };
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE parent (id int PRIMARY KEY, code text UNIQUE);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent(id), note text CHECK (length(note) < 100));
+         CREATE INDEX child_note ON child (note);
+         CREATE VIEW v AS SELECT id FROM parent;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("tables");
+    for store in TestStore::all().await {
+        let emulator = Emulator::start(
+            EmulatorConfig::default(),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .await
+        .expect("emulator");
+        let key = Arc::new(
+            MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+        );
+        let _ = &emulator;
+        let yaml = format!(
+            "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n"
+        );
+        let config = syncbridge_config::load_str(
+            &yaml,
+            Path::new("pg.yaml"),
+            &syncbridge_config::Known::default(),
+        )
+        .expect("config");
+        apply(
+            &store,
+            &config,
+            &ApplyOptions {
+                prune: false,
+                dry_run: false,
+                actor: "t".into(),
+                master_key: Some(key.clone()),
+            },
+        )
+        .await
+        .expect("apply");
+        let mut registry = Registry::new();
+        registry.register_source::<syncbridge_postgres::PostgresSource>();
+        let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+        let first = engine.introspect("pg").await.expect("introspect");
+        assert_eq!((first.tables, first.views), (2, 1), "{first:?}");
+        let database_id = syncbridge_store::inventory::database_by_name(&store, "pg")
+            .await
+            .expect("db")
+            .expect("exists")
+            .0;
+        let counts = syncbridge_store::inventory::inventory_summary(&store, database_id)
+            .await
+            .expect("summary");
+        // 3 tables; columns 2 + 3 + 1; constraints: 2 PK, 1 unique, 1 FK, 1 check; indexes: 2 PK, 1 unique, 1 plain.
+        assert_eq!(counts, (3, 6, 5, 4), "{}", store.backend());
+        engine.introspect("pg").await.expect("again");
+        assert_eq!(
+            syncbridge_store::inventory::inventory_summary(&store, database_id)
+                .await
+                .expect("summary"),
+            counts,
+            "a rerun updates, never duplicates"
+        );
+    }
+    drop(db);
+    drop_database(&database);
+}

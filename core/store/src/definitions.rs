@@ -288,3 +288,17 @@ pub async fn set_list_provisioned(
         .bind(list_row_id).bind(list_id).bind(Utc::now()).execute(pool).await.map(|_| ()))
     .map_err(StoreError::query("recording a provisioned list"))
 }
+
+/// The instances of a logical database, first the one to read from (role, then priority).
+pub async fn database_sources(
+    store: &Store,
+    database_id: crate::Id,
+) -> Result<Vec<SourceRow>, StoreError> {
+    with_pool!(store, pool => sqlx::query_as::<_, SourceRow>(
+        "SELECT i.id AS instance_id, i.instance_label, i.role, i.priority, i.host, i.port, i.db_name,
+                i.db_user, i.db_password, i.db_password_ref, i.config
+         FROM database_instances i WHERE i.database_id = $1 AND i.status = 'ACTIVE'
+         ORDER BY CASE i.role WHEN 'PRIMARY' THEN 0 ELSE 1 END, i.priority")
+        .bind(database_id).fetch_all(pool).await)
+    .map_err(StoreError::query("loading database instances"))
+}

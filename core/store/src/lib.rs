@@ -11,6 +11,7 @@
 
 pub mod definitions;
 mod id;
+pub mod inventory;
 pub mod runtime;
 pub mod secrets;
 #[cfg(feature = "testing")]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use syncbridge_engine::run::{Engine, EngineError, RunOptions};
 use syncbridge_store::runtime::recent_runs;
 
-use crate::cli::{GlobalArgs, RunArgs, RunsArgs, SyncArgs};
+use crate::cli::{GlobalArgs, IntrospectArgs, RunArgs, RunsArgs, SyncArgs};
 use crate::commands::{open_migrated_store, print_json, store_error};
 use crate::exit::{CliError, Exit};
 
@@ -199,6 +199,28 @@ pub async fn runs(global: &GlobalArgs, args: &RunsArgs) -> Result<Exit, CliError
             run.items_deleted,
             run.items_unchanged,
             run.items_failed
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub async fn introspect(global: &GlobalArgs, args: &IntrospectArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    let report = engine
+        .introspect(&args.database)
+        .await
+        .map_err(engine_error)?;
+    if global.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "{}: {} tables, {} views, {} columns, {} constraints, {} indexes recorded in the inventory",
+            report.database,
+            report.tables,
+            report.views,
+            report.columns,
+            report.constraints,
+            report.indexes
         );
     }
     Ok(Exit::Ok)
