@@ -12,9 +12,13 @@ use syncbridge_config::SecretRef;
 use syncbridge_store::definitions::{SourceRow, TargetRow};
 use syncbridge_store::secrets::MasterKey;
 
-/// Reads a secret stored as ciphertext or as a reference; `None` when neither is set.
+/// Loads the master key when a secret actually needs it.
+pub type KeySource<'a> = &'a dyn Fn() -> Result<std::sync::Arc<MasterKey>, ConnectorError>;
+
+/// Reads a secret stored as ciphertext or as a reference; `None` when neither is set. The master
+/// key is only loaded for ciphertext.
 pub fn resolve_secret(
-    key: &MasterKey,
+    key: KeySource<'_>,
     encrypted: Option<&str>,
     reference: Option<&str>,
     column: &str,
@@ -32,7 +36,7 @@ pub fn resolve_secret(
             .map_err(|message| ConnectorError::user(format!("{column}: {message}")));
     }
     match encrypted {
-        Some(stored) => key
+        Some(stored) => key()?
             .decrypt(stored, column)
             .map(|secret| Some(secret.expose_secret().to_owned()))
             .map_err(|error| ConnectorError::user(error.to_string())),
@@ -44,7 +48,7 @@ pub fn resolve_secret(
 pub fn source_config(
     database_name: &str,
     instance: &SourceRow,
-    key: &MasterKey,
+    key: KeySource<'_>,
 ) -> Result<serde_json::Value, ConnectorError> {
     let password = resolve_secret(
         key,
@@ -75,7 +79,7 @@ pub fn source_config(
 /// The configuration of the SharePoint connection and site a target row uses.
 pub fn target_config(
     row: &TargetRow,
-    key: &MasterKey,
+    key: KeySource<'_>,
 ) -> Result<serde_json::Value, ConnectorError> {
     let secret = resolve_secret(
         key,

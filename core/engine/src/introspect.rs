@@ -102,10 +102,7 @@ impl Engine {
                 sync: name.to_owned(),
                 message: e.to_string(),
             })?;
-        let key = self.master_key().map_err(|error| EngineError::Connector {
-            sync: name.to_owned(),
-            error,
-        })?;
+        let key = || self.master_key();
         let connector_error = |error| EngineError::Connector {
             sync: name.to_owned(),
             error,

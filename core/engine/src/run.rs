@@ -99,6 +99,9 @@ pub enum EngineError {
         name: String,
         available: Vec<String>,
     },
+    /// No logical database has that name.
+    #[error("no database named `{name}`; apply a config that defines it (`databases[].name`)")]
+    UnknownDatabase { name: String },
     /// The definition cannot run as configured.
     #[error("sync `{sync}`: {message}")]
     Config { sync: String, message: String },
@@ -216,10 +219,7 @@ impl Engine {
             .source(&def.db_type)
             .map_err(|e| EngineError::config(def, e.to_string()))?;
         let mut last_error = None;
-        let key = self.key().map_err(|error| EngineError::Connector {
-            sync: def.name.clone(),
-            error,
-        })?;
+        let key = || self.key();
         for instance in &def.sources {
             let config = source_config(&def.database_name, instance, &key).map_err(|error| {
                 EngineError::Connector {
@@ -266,10 +266,7 @@ impl Engine {
             let target = match by_site.get(&row.site_row_id) {
                 Some(target) => target.clone(),
                 None => {
-                    let key = self.key().map_err(|error| EngineError::Connector {
-                        sync: def.name.clone(),
-                        error,
-                    })?;
+                    let key = || self.key();
                     let config =
                         target_config(row, &key).map_err(|error| EngineError::Connector {
                             sync: def.name.clone(),

@@ -187,6 +187,10 @@ pub async fn run(global: &GlobalArgs, args: &QuickstartArgs) -> Result<Exit, Cli
         "done in {:.1} s. Explore with: syncbridge --store {store_url} status | runs | dlq list",
         duration_ms as f64 / 1000.0
     ));
+    say(format!(
+        "(commands that decrypt the stored client secret need this run's key: export SYNCBRIDGE_MASTER_KEY_FILE={})",
+        dir.join("master.key").display()
+    ));
     emulator.shutdown().await;
     store.close().await;
     if global.json {

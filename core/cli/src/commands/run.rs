@@ -11,7 +11,9 @@ use crate::exit::{CliError, Exit};
 
 pub fn engine_error(error: EngineError) -> CliError {
     let exit = match &error {
-        EngineError::UnknownSync { .. } | EngineError::Config { .. } => Exit::BadInput,
+        EngineError::UnknownSync { .. }
+        | EngineError::UnknownDatabase { .. }
+        | EngineError::Config { .. } => Exit::BadInput,
         EngineError::Store(store) if store.is_unreachable() => Exit::Unreachable,
         EngineError::Store(store) if store.is_bad_input() => Exit::BadInput,
         EngineError::Connector { error, .. } => match error.domain() {
