@@ -64,6 +64,11 @@ pub enum Command {
     Status,
     /// Describe a source database's tables, columns, keys and indexes into the inventory.
     Introspect(IntrospectArgs),
+    /// Compare each sync's source table with its last snapshot and its mappings.
+    ///
+    /// Severities: CRITICAL (a mapped or key column dropped or renamed), HIGH (a mapped column
+    /// changed type), MEDIUM (new column, nullability), LOW (defaults, indexes).
+    Drift(DriftArgs),
     /// Create the target lists of a sync and their columns (idempotent).
     Provision(SyncArgs),
     /// Run a sync once: write only what changed.
@@ -170,4 +175,16 @@ pub struct QuickstartArgs {
 pub struct IntrospectArgs {
     /// The logical database's name (`databases[].name` in the config).
     pub database: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Only this sync definition.
+    pub sync: Option<String>,
+    /// Exit with code 1 when a finding is at or above `--threshold` (for CI).
+    #[arg(long)]
+    pub check: bool,
+    /// The lowest severity `--check` fails on: LOW, MEDIUM, HIGH or CRITICAL.
+    #[arg(long, default_value = "HIGH")]
+    pub threshold: String,
 }

@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Schema => commands::schema::run().map(|()| Exit::Ok),
         Command::Status => commands::status::run(global).await,
         Command::Introspect(args) => commands::run::introspect(global, &args).await,
+        Command::Drift(args) => commands::run::drift(global, &args).await,
         Command::Provision(args) => commands::run::provision(global, &args).await,
         Command::Run(args) => commands::run::run(global, &args).await,
         Command::Runs(args) => commands::run::runs(global, &args).await,

@@ -24,7 +24,7 @@ pub struct IntrospectionReport {
     pub indexes: usize,
 }
 
-fn record(table: &TableDescriptor) -> TableRecord {
+pub(crate) fn record(table: &TableDescriptor) -> TableRecord {
     let primary = table.primary_key();
     TableRecord {
         schema_name: table.table.schema.clone(),
@@ -42,6 +42,7 @@ fn record(table: &TableDescriptor) -> TableRecord {
                 ordinal_position: i64::from(c.ordinal),
                 column_name: c.name.clone(),
                 data_type: c.native_type.clone(),
+                kind: c.data_type.name().to_owned(),
                 is_nullable: c.nullable,
                 default_value: c.default.clone(),
                 is_identity: c.is_identity,

@@ -87,6 +87,8 @@ pub struct RunDefinition {
     pub database_name: String,
     pub schema_name: Option<String>,
     pub table_name: String,
+    /// The `database_tables` row of the source table.
+    pub table_id: crate::Id,
     /// The key columns in key order: `sync_key_columns`, else the introspected primary key.
     pub key_columns: Vec<String>,
     pub mappings: Vec<MappingRow>,
@@ -264,6 +266,7 @@ pub async fn load_run_definition(
         database_name: head.database_name,
         schema_name: head.schema_name,
         table_name: head.table_name,
+        table_id: head.table_id,
         key_columns,
         mappings,
         targets,

@@ -25,11 +25,16 @@ pub struct TableRecord {
     pub indexes: Vec<IndexRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ColumnRecord {
     pub ordinal_position: i64,
     pub column_name: String,
+    /// The source's own type name.
     pub data_type: String,
+    /// The portable kind (`text`, `int`, `decimal` …), to tell compatible type changes from
+    /// incompatible ones.
+    #[serde(default)]
+    pub kind: String,
     pub is_nullable: bool,
     pub default_value: Option<String>,
     pub is_identity: bool,
@@ -37,7 +42,7 @@ pub struct ColumnRecord {
     pub is_unique: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ConstraintRecord {
     pub constraint_name: String,
     /// `PRIMARY_KEY`, `FOREIGN_KEY`, `UNIQUE` or `CHECK`.
@@ -47,7 +52,7 @@ pub struct ConstraintRecord {
     pub definition: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct IndexRecord {
     pub index_name: String,
     pub is_unique: bool,
@@ -184,4 +189,28 @@ pub async fn inventory_summary(
                 (SELECT count(*) FROM table_indexes c JOIN database_tables t ON t.id = c.table_id WHERE t.database_id = $1)")
         .bind(database).fetch_one(pool).await)
     .map_err(StoreError::query("summarizing the inventory"))
+}
+
+/// The newest schema snapshot of a table: `(captured_at, columns, constraints, indexes)`.
+pub type Snapshot = (
+    DateTime<Utc>,
+    Vec<ColumnRecord>,
+    Vec<ConstraintRecord>,
+    Vec<IndexRecord>,
+);
+
+/// The newest schema snapshot of a table, if introspection ever recorded one.
+pub async fn latest_snapshot(store: &Store, table_id: Id) -> Result<Option<Snapshot>, StoreError> {
+    type Row = (
+        DateTime<Utc>,
+        Json<Vec<ColumnRecord>>,
+        Json<Vec<ConstraintRecord>>,
+        Json<Vec<IndexRecord>>,
+    );
+    let row = with_pool!(store, pool => sqlx::query_as::<_, Row>(
+        "SELECT captured_at, columns, constraints, indexes FROM schema_snapshots WHERE table_id = $1
+         ORDER BY captured_at DESC LIMIT 1")
+        .bind(table_id).fetch_optional(pool).await)
+    .map_err(StoreError::query("reading a schema snapshot"))?;
+    Ok(row.map(|(at, columns, constraints, indexes)| (at, columns.0, constraints.0, indexes.0)))
 }

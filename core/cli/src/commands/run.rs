@@ -5,7 +5,7 @@ use std::sync::Arc;
 use syncbridge_engine::run::{Engine, EngineError, RunOptions};
 use syncbridge_store::runtime::recent_runs;
 
-use crate::cli::{GlobalArgs, IntrospectArgs, RunArgs, RunsArgs, SyncArgs};
+use crate::cli::{DriftArgs, GlobalArgs, IntrospectArgs, RunArgs, RunsArgs, SyncArgs};
 use crate::commands::{open_migrated_store, print_json, store_error};
 use crate::exit::{CliError, Exit};
 
@@ -226,4 +226,35 @@ pub async fn introspect(global: &GlobalArgs, args: &IntrospectArgs) -> Result<Ex
         );
     }
     Ok(Exit::Ok)
+}
+
+pub async fn drift(global: &GlobalArgs, args: &DriftArgs) -> Result<Exit, CliError> {
+    let threshold: syncbridge_engine::drift::Severity =
+        args.threshold.parse().map_err(CliError::bad_input)?;
+    let engine = engine(global).await?;
+    let findings = engine
+        .drift(args.sync.as_deref())
+        .await
+        .map_err(engine_error)?;
+    if global.json {
+        print_json(&findings)?;
+    } else if findings.is_empty() {
+        println!("no drift: every source table matches its snapshot and mappings");
+    } else {
+        for finding in &findings {
+            println!(
+                "{:<8} {} ({}): {}",
+                format!("{:?}", finding.severity).to_uppercase(),
+                finding.table,
+                finding.sync,
+                finding.message
+            );
+        }
+    }
+    let failing = findings.iter().any(|f| f.severity >= threshold);
+    Ok(if args.check && failing {
+        Exit::Failures
+    } else {
+        Exit::Ok
+    })
 }
