@@ -588,6 +588,30 @@ impl Target for SharePointTarget {
             .collect())
     }
 
+    async fn list_keys(
+        &self,
+        collection: &CollectionRef,
+        key_field: &str,
+    ) -> Result<Vec<(ItemId, String)>, ConnectorError> {
+        let path = format!(
+            "{}/items?$expand=fields(select={key_field})&$top=5000",
+            self.list_path(&collection.id)
+        );
+        let items = self.get_all(&path, "listing items").await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let id = item.get("id")?.as_str()?.parse().ok()?;
+                let key = item
+                    .pointer(&format!("/fields/{key_field}"))
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Some((ItemId(id), key))
+            })
+            .collect())
+    }
+
     async fn find_by_key(
         &self,
         collection: &CollectionRef,

@@ -188,6 +188,22 @@ pub trait Target: Send + Sync + Sized + 'static {
         collection: &CollectionRef,
         from: Option<Position>,
     ) -> impl Future<Output = Result<RemoteChangePage, ConnectorError>> + Send;
+
+    /// Every item's id and key-field value (for reconciliation). Targets that cannot enumerate
+    /// keep the default, which refuses.
+    fn list_keys(
+        &self,
+        collection: &CollectionRef,
+        _key_field: &str,
+    ) -> impl Future<Output = Result<Vec<(ItemId, String)>, ConnectorError>> + Send {
+        let name = collection.name.clone();
+        async move {
+            Err(ConnectorError::user(format!(
+                "the {} target cannot list the items of `{name}`",
+                Self::KIND
+            )))
+        }
+    }
 }
 
 /// The object-safe form of [`Target`].
@@ -215,6 +231,11 @@ pub trait ErasedTarget: Send + Sync {
         collection: &'a CollectionRef,
         from: Option<Position>,
     ) -> BoxFuture<'a, Result<RemoteChangePage, ConnectorError>>;
+    fn list_keys<'a>(
+        &'a self,
+        collection: &'a CollectionRef,
+        key_field: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(ItemId, String)>, ConnectorError>>;
 }
 
 impl<T: Target> ErasedTarget for T {
@@ -260,5 +281,13 @@ impl<T: Target> ErasedTarget for T {
         from: Option<Position>,
     ) -> BoxFuture<'a, Result<RemoteChangePage, ConnectorError>> {
         Box::pin(Target::read_changes(self, collection, from))
+    }
+
+    fn list_keys<'a>(
+        &'a self,
+        collection: &'a CollectionRef,
+        key_field: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(ItemId, String)>, ConnectorError>> {
+        Box::pin(Target::list_keys(self, collection, key_field))
     }
 }

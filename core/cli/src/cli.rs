@@ -75,6 +75,8 @@ pub enum Command {
     Run(RunArgs),
     /// List recent runs.
     Runs(RunsArgs),
+    /// Compare, list by list, the source rows a sync routes there with the items present.
+    Reconcile(SyncArgs),
     /// Inspect and manage the dead-letter queue.
     Dlq(DlqArgs),
     /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.

@@ -142,6 +142,7 @@ impl std::fmt::Debug for Engine {
 struct BoundTarget {
     name: String,
     sync_target_id: Id,
+    list_row_id: Id,
     collection: CollectionRef,
     target: Arc<dyn ErasedTarget>,
 }
@@ -299,6 +300,7 @@ impl Engine {
             bound.push(BoundTarget {
                 name: row.name.clone(),
                 sync_target_id: row.sync_target_id,
+                list_row_id: row.list_row_id,
                 collection: CollectionRef {
                     id: list_id,
                     name: row.list_name.clone(),
@@ -467,6 +469,120 @@ impl Engine {
             duration_ms: started.elapsed().as_millis(),
             planned: run.planned,
         })
+    }
+}
+
+/// One list's reconciliation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReconcile {
+    pub list: String,
+    /// Source rows that route to this list.
+    pub source_rows: usize,
+    pub items: usize,
+    /// `MATCH` or `MISMATCH`.
+    pub status: &'static str,
+    /// Identities of source rows without an item here (at most 20).
+    pub missing: Vec<String>,
+    /// Identity hashes of items here without a source row routed to this list (at most 20).
+    pub unexpected: Vec<String>,
+}
+
+impl Engine {
+    /// Compares, list by list, the source rows a definition routes there with the items present,
+    /// and records the result in `sync_metrics`. Writes nothing to the target.
+    pub async fn reconcile(&self, name: &str) -> Result<Vec<ListReconcile>, EngineError> {
+        let def = self.definition(name).await?;
+        let specs: Vec<MappingSpec> = def
+            .mappings
+            .iter()
+            .map(|m| MappingSpec {
+                source: m.source_column_name.clone(),
+                target: m.target_column_name.clone(),
+                direction: m.sync_direction.clone(),
+                transform: m.transform_rule.clone(),
+                is_system_field: m.is_system_field,
+            })
+            .collect();
+        let mapper = Mapper::new(&self.registry, &specs)
+            .map_err(|e| EngineError::config(&def, e.message))?;
+        let targets = self.connect_targets(&def, true).await?;
+        let router = build_router(&def, &targets)?;
+        let (instance_id, source) = self.connect_source(&def).await?;
+        let mut def = def;
+        if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
+            def.key_columns = self.key_from_catalog(&def, source.as_ref()).await?;
+        }
+        let options = RunOptions {
+            dry_run: true,
+            full: true,
+            ..RunOptions::default()
+        };
+        let mut state = RunState {
+            engine: self,
+            def: &def,
+            mode: Mode::from_sync_mode(&def.sync_mode),
+            targets: &targets,
+            options: &options,
+            run_id: None,
+            instance_id,
+            counters: RunCounters::default(),
+            planned: Vec::new(),
+            seen: HashSet::new(),
+            open_failures: HashSet::new(),
+        };
+        let expected = state
+            .expected(source.as_ref(), &mapper, router.as_ref())
+            .await?;
+        let mut out = Vec::new();
+        for (index, target) in targets.iter().enumerate() {
+            let keys = target
+                .target
+                .list_keys(&target.collection, KEY_FIELD)
+                .await
+                .map_err(|error| EngineError::Connector {
+                    sync: def.name.clone(),
+                    error,
+                })?;
+            let present: HashSet<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+            let wanted = &expected[index];
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|(h, _)| !present.contains(h.as_str()))
+                .map(|(_, i)| i.clone())
+                .take(20)
+                .collect();
+            let unexpected: Vec<String> = keys
+                .iter()
+                .filter(|(_, k)| !wanted.contains_key(k))
+                .map(|(_, k)| k.clone())
+                .take(20)
+                .collect();
+            let status =
+                if missing.is_empty() && unexpected.is_empty() && wanted.len() == keys.len() {
+                    "MATCH"
+                } else {
+                    "MISMATCH"
+                };
+            runtime::put_reconcile_metrics(
+                &self.store,
+                def.id,
+                instance_id,
+                target.list_row_id,
+                wanted.len() as i64,
+                keys.len() as i64,
+                status,
+            )
+            .await?;
+            out.push(ListReconcile {
+                list: target.collection.name.clone(),
+                source_rows: wanted.len(),
+                items: keys.len(),
+                status,
+                missing,
+                unexpected,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -887,6 +1003,46 @@ impl RunState<'_> {
             from,
             batch_size: self.options.batch_size.max(1),
         }
+    }
+
+    /// Reads everything and routes it without writing: per target, identity hash → identity.
+    async fn expected(
+        &mut self,
+        source: &dyn ErasedSource,
+        mapper: &Mapper,
+        router: Option<&CelRouter>,
+    ) -> Result<Vec<HashMap<String, String>>, EngineError> {
+        let mut out: Vec<HashMap<String, String>> = vec![HashMap::new(); self.targets.len()];
+        let mut request = self.read_request(None, mapper);
+        request.cursor = CursorSpec::FullScan;
+        let mut stream = source
+            .read(request)
+            .await
+            .map_err(|e| self.connector_error(e))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.connector_error(e))?;
+            for row in &batch.rows {
+                let Ok(mapped) = mapper.map_row(&batch.columns, row) else {
+                    continue;
+                };
+                let Some(identity) = self.identity_of(&batch.columns, row, Some(&mapped.fields))
+                else {
+                    continue;
+                };
+                let target = match router.map(|r| r.route(&[mapped.view()]).remove(0)) {
+                    None | Some(RouteDecision::Default) => self.default_target(),
+                    Some(RouteDecision::Target(name)) => self
+                        .targets
+                        .iter()
+                        .position(|t| t.name == name)
+                        .unwrap_or_else(|| self.default_target()),
+                    Some(RouteDecision::Failed(_)) => continue,
+                };
+                let hash = source_identity_hash(&self.def.key_strategy, &identity);
+                out[target].insert(hash, identity);
+            }
+        }
+        Ok(out)
     }
 
     /// Streams the source; `Ok(false)` when stopped early by shutdown.

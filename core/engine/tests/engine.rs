@@ -287,3 +287,28 @@ async fn unknown_and_unprovisioned_syncs_are_explained() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn reconcile_compares_routed_rows_with_list_items() {
+    let store = TestStore::sqlite().await;
+    let fx = fixture(&store, 12, "ONE_WAY_PUSH").await;
+    fx.engine
+        .run("projects", &RunOptions::default())
+        .await
+        .expect("run");
+    let lists = fx.engine.reconcile("projects").await.expect("reconcile");
+    assert!(lists.iter().all(|l| l.status == "MATCH"), "{lists:?}");
+    assert_eq!(lists.iter().map(|l| l.items).sum::<usize>(), 12);
+
+    execute(&fx.source, "INSERT INTO projects VALUES (99, 'late', 'Active', '1.00', '2025-01-01', NULL, '2026-01-01 00:00:00')").await;
+    let lists = fx.engine.reconcile("projects").await.expect("reconcile");
+    let active = lists
+        .iter()
+        .find(|l| l.list == "Active Projects")
+        .expect("active list");
+    assert_eq!(
+        (active.status, active.source_rows, active.items),
+        ("MISMATCH", 13, 12)
+    );
+    assert_eq!(active.missing, vec!["99".to_owned()]);
+}

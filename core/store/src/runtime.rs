@@ -418,3 +418,30 @@ pub async fn retry_failure_now(store: &Store, id: Id) -> Result<bool, StoreError
         .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
     .map_err(StoreError::query("scheduling a retry"))
 }
+
+/// Records a reconciliation of one list in `sync_metrics`.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_reconcile_metrics(
+    store: &Store,
+    sync_def_id: Id,
+    source_instance_id: Id,
+    target_list_id: Id,
+    source_row_count: i64,
+    target_row_count: i64,
+    status: &str,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let delta = target_row_count - source_row_count;
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_metrics (id, sync_def_id, source_instance_id, target_list_id, last_reconcile_at,
+            source_row_count, target_row_count, reconcile_delta, reconcile_status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (sync_def_id, source_instance_id, target_list_id) DO UPDATE SET
+            last_reconcile_at = excluded.last_reconcile_at, source_row_count = excluded.source_row_count,
+            target_row_count = excluded.target_row_count, reconcile_delta = excluded.reconcile_delta,
+            reconcile_status = excluded.reconcile_status")
+        .bind(Id::new()).bind(sync_def_id).bind(source_instance_id).bind(target_list_id).bind(now)
+        .bind(source_row_count).bind(target_row_count).bind(delta).bind(status)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("recording reconciliation metrics"))
+}

@@ -258,3 +258,36 @@ pub async fn drift(global: &GlobalArgs, args: &DriftArgs) -> Result<Exit, CliErr
         Exit::Ok
     })
 }
+
+pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    let lists = engine.reconcile(&args.sync).await.map_err(engine_error)?;
+    if global.json {
+        print_json(&lists)?;
+    } else {
+        println!(
+            "{:<28} {:>11} {:>8}  STATUS",
+            "LIST", "SOURCE ROWS", "ITEMS"
+        );
+        for list in &lists {
+            println!(
+                "{:<28} {:>11} {:>8}  {}",
+                list.list, list.source_rows, list.items, list.status
+            );
+            if !list.missing.is_empty() {
+                println!("  rows without an item: {}", list.missing.join(", "));
+            }
+            if !list.unexpected.is_empty() {
+                println!(
+                    "  items without a row (key hashes): {}",
+                    list.unexpected.join(", ")
+                );
+            }
+        }
+    }
+    Ok(if lists.iter().all(|l| l.status == "MATCH") {
+        Exit::Ok
+    } else {
+        Exit::Failures
+    })
+}
