@@ -3,7 +3,7 @@
 //! Re-provisioning changes nothing; a missing column is added; an incompatible one is reported.
 
 use serde::Serialize;
-use syncbridge_api::{CollectionSpec, DataType, FieldSpec, TableRef};
+use syncbridge_api::{CollectionSpec, DataType, FieldSpec};
 use syncbridge_store::definitions::set_list_provisioned;
 
 use crate::run::{Engine, EngineError, KEY_FIELD};
@@ -49,19 +49,7 @@ impl Engine {
     pub async fn provision(&self, name: &str) -> Result<Vec<ListProvisioned>, EngineError> {
         let def = self.definition(name).await?;
         let (_, source) = self.connect_source(&def).await?;
-        let table = TableRef {
-            schema: def.schema_name.clone(),
-            name: def.table_name.clone(),
-        };
-        let described = source
-            .introspect(Some(std::slice::from_ref(&table)))
-            .await
-            .map_err(|error| EngineError::Connector {
-                sync: def.name.clone(),
-                error,
-            })?
-            .into_iter()
-            .next();
+        let described = self.describe_table(&def, source.as_ref()).await?;
         let mut fields: Vec<FieldSpec> = def
             .mappings
             .iter()

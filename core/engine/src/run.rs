@@ -328,18 +328,9 @@ impl Engine {
             schema: def.schema_name.clone(),
             name: def.table_name.clone(),
         };
-        let described = source
-            .introspect(Some(std::slice::from_ref(&table)))
-            .await
-            .map_err(|error| EngineError::Connector {
-                sync: def.name.clone(),
-                error,
-            })?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                EngineError::config(def, format!("table `{table}` was not found in the source"))
-            })?;
+        let described = self.describe_table(def, source).await?.ok_or_else(|| {
+            EngineError::config(def, format!("table `{table}` was not found in the source"))
+        })?;
         let columns = match (def.key_strategy.as_str(), &def.key_constraint_name) {
             ("UNIQUE_CONSTRAINT", Some(name)) => described
                 .constraints
@@ -386,26 +377,14 @@ impl Engine {
                 "the definition is disabled (`enabled: false`)",
             ));
         }
-        let specs: Vec<MappingSpec> = def
-            .mappings
-            .iter()
-            .map(|m| MappingSpec {
-                source: m.source_column_name.clone(),
-                target: m.target_column_name.clone(),
-                direction: m.sync_direction.clone(),
-                transform: m.transform_rule.clone(),
-                is_system_field: m.is_system_field,
-            })
-            .collect();
-        let mapper = Mapper::new(&self.registry, &specs)
-            .map_err(|e| EngineError::config(&def, e.message))?;
-        let targets = self.connect_targets(&def, true).await?;
-        let router = build_router(&def, &targets)?;
-        let (instance_id, source) = self.connect_source(&def).await?;
-        let mut def = def;
-        if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
-            def.key_columns = self.key_from_catalog(&def, source.as_ref()).await?;
-        }
+        let Connected {
+            def,
+            mapper,
+            targets,
+            router,
+            instance_id,
+            source,
+        } = self.prepare(def).await?;
 
         let mut run = RunState {
             engine: self,
@@ -472,26 +451,20 @@ impl Engine {
     }
 }
 
-/// One list's reconciliation.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListReconcile {
-    pub list: String,
-    /// Source rows that route to this list.
-    pub source_rows: usize,
-    pub items: usize,
-    /// `MATCH` or `MISMATCH`.
-    pub status: &'static str,
-    /// Identities of source rows without an item here (at most 20).
-    pub missing: Vec<String>,
-    /// Identity hashes of items here without a source row routed to this list (at most 20).
-    pub unexpected: Vec<String>,
+/// Everything a read needs, connected.
+struct Connected {
+    def: RunDefinition,
+    mapper: Mapper,
+    targets: Vec<BoundTarget>,
+    router: Option<CelRouter>,
+    instance_id: Id,
+    source: Box<dyn ErasedSource>,
 }
 
 impl Engine {
-    /// Compares, list by list, the source rows a definition routes there with the items present,
-    /// and records the result in `sync_metrics`. Writes nothing to the target.
-    pub async fn reconcile(&self, name: &str) -> Result<Vec<ListReconcile>, EngineError> {
-        let def = self.definition(name).await?;
+    /// Compiles the mappings and the router, connects the targets and the first healthy source
+    /// instance, and completes the key from the source's catalog when the config did not list it.
+    async fn prepare(&self, def: RunDefinition) -> Result<Connected, EngineError> {
         let specs: Vec<MappingSpec> = def
             .mappings
             .iter()
@@ -512,6 +485,66 @@ impl Engine {
         if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
             def.key_columns = self.key_from_catalog(&def, source.as_ref()).await?;
         }
+        Ok(Connected {
+            def,
+            mapper,
+            targets,
+            router,
+            instance_id,
+            source,
+        })
+    }
+
+    /// The source's description of the definition's table (`None` when it does not exist).
+    pub(crate) async fn describe_table(
+        &self,
+        def: &RunDefinition,
+        source: &dyn ErasedSource,
+    ) -> Result<Option<syncbridge_api::TableDescriptor>, EngineError> {
+        let table = TableRef {
+            schema: def.schema_name.clone(),
+            name: def.table_name.clone(),
+        };
+        Ok(source
+            .introspect(Some(std::slice::from_ref(&table)))
+            .await
+            .map_err(|error| EngineError::Connector {
+                sync: def.name.clone(),
+                error,
+            })?
+            .into_iter()
+            .next())
+    }
+}
+
+/// One list's reconciliation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReconcile {
+    pub list: String,
+    /// Source rows that route to this list.
+    pub source_rows: usize,
+    pub items: usize,
+    /// `MATCH` or `MISMATCH`.
+    pub status: &'static str,
+    /// Identities of source rows without an item here (at most 20).
+    pub missing: Vec<String>,
+    /// Identity hashes of items here without a source row routed to this list (at most 20).
+    pub unexpected: Vec<String>,
+}
+
+impl Engine {
+    /// Compares, list by list, the source rows a definition routes there with the items present,
+    /// and records the result in `sync_metrics`. Writes nothing to the target.
+    pub async fn reconcile(&self, name: &str) -> Result<Vec<ListReconcile>, EngineError> {
+        let def = self.definition(name).await?;
+        let Connected {
+            def,
+            mapper,
+            targets,
+            router,
+            instance_id,
+            source,
+        } = self.prepare(def).await?;
         let options = RunOptions {
             dry_run: true,
             full: true,
