@@ -38,8 +38,11 @@ use crate::router::CelRouter;
 /// The hidden, indexed, unique column that holds each item's identity hash.
 pub const KEY_FIELD: &str = "SyncBridgeKey";
 
+/// Called after every source batch with the counters so far (progress bars, logs).
+pub type ProgressFn = Arc<dyn Fn(&RunCounters) + Send + Sync>;
+
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Ignore the committed cursor and read everything (also finds deletes).
     pub full: bool,
@@ -49,6 +52,18 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// Stops the run after the batch in flight (graceful shutdown).
     pub shutdown: CancellationToken,
+    /// Told about progress after every batch.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("full", &self.full)
+            .field("dry_run", &self.dry_run)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RunOptions {
@@ -58,6 +73,7 @@ impl Default for RunOptions {
             dry_run: false,
             batch_size: 1000,
             shutdown: CancellationToken::new(),
+            progress: None,
         }
     }
 }
@@ -1101,6 +1117,9 @@ impl RunState<'_> {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.connector_error(e))?;
             self.process_batch(&batch, mapper, router).await?;
+            if let Some(progress) = &self.options.progress {
+                progress(&self.counters);
+            }
             if let (Some(position), Some(run_id)) = (&batch.position, self.run_id)
                 && !full_scan
             {

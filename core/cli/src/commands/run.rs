@@ -76,16 +76,30 @@ async fn wait_for_signal() {
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> {
     let engine = engine(global).await?;
+    let bar = progress_bar(global, &args.sync);
     let options = RunOptions {
         full: args.full,
         dry_run: args.dry_run,
         batch_size: args.batch_size,
         shutdown: shutdown_token(),
+        progress: bar.as_ref().map(|bar| {
+            let bar = bar.clone();
+            let callback: syncbridge_engine::run::ProgressFn =
+                std::sync::Arc::new(move |c: &syncbridge_store::runtime::RunCounters| {
+                    bar.set_position(c.processed.max(0) as u64);
+                    bar.set_message(format!(
+                        "{} created, {} updated, {} moved, {} deleted, {} unchanged, {} failed",
+                        c.created, c.updated, c.moved, c.deleted, c.unchanged, c.failed
+                    ));
+                });
+            callback
+        }),
     };
-    let report = engine
-        .run(&args.sync, &options)
-        .await
-        .map_err(engine_error)?;
+    let report = engine.run(&args.sync, &options).await.map_err(engine_error);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
     if global.json {
         print_json(&report)?;
     } else {
@@ -290,4 +304,22 @@ pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, Cli
     } else {
         Exit::Failures
     })
+}
+
+/// A progress line on an interactive terminal (rows read, rate, counters); nothing when output is
+/// piped or `--json` is set, where the log lines and the final summary suffice.
+fn progress_bar(global: &GlobalArgs, sync: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if global.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix} {pos} rows read ({per_sec}) {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_prefix(sync.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(bar)
 }
