@@ -448,6 +448,17 @@ impl Engine {
                 error_text.as_deref(),
             )
             .await?;
+            let summary = serde_json::to_value(run.counters).ok();
+            let (severity, kind, message) = match (&error_text, run.counters.failed) {
+                (Some(error), _) => ("ERROR", "RUN_FAILED", error.clone()),
+                (None, 0) => ("INFO", "RUN_COMPLETED", "run completed".to_owned()),
+                (None, failed) => (
+                    "WARN",
+                    "ROWS_DEAD_LETTERED",
+                    format!("{failed} rows went to the dead-letter queue"),
+                ),
+            };
+            runtime::add_event(&self.store, run_id, severity, kind, &message, summary).await?;
         }
         outcome?;
         let counters = run.counters;
@@ -742,6 +753,13 @@ impl RunState<'_> {
         let pending = runtime::pending_ledger_rows(store, self.def.id).await?;
         if !pending.is_empty() {
             tracing::info!(sync = %self.def.name, rows = pending.len(), "resolving writes a previous run left pending");
+            if let Some(run_id) = self.run_id {
+                let message = format!(
+                    "resolving {} writes an interrupted run left pending",
+                    pending.len()
+                );
+                runtime::add_event(store, run_id, "WARN", "RECOVERY", &message, None).await?;
+            }
         }
         for row in pending {
             match row.sync_state.as_str() {

@@ -213,6 +213,13 @@ async fn failed_writes_are_dead_lettered_and_retried_from_the_raw_row() {
                 .is_empty(),
             "entries resolved"
         );
+        let events: Vec<String> = syncbridge_store::with_pool!(store, pool => sqlx::query_scalar("SELECT event_type FROM sync_events ORDER BY created_at").fetch_all(pool).await).expect("events");
+        assert_eq!(
+            events,
+            vec!["ROWS_DEAD_LETTERED".to_owned(), "RUN_COMPLETED".to_owned()],
+            "{}",
+            store.backend()
+        );
         assert_eq!(items(&fx.emulator), 25);
     }
 }
