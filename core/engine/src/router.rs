@@ -16,6 +16,8 @@ use syncbridge_api::{RouteDecision, RowView, RuleError, ShardRouter, Value};
 /// A compiled CEL predicate per target, in priority order.
 pub struct CelRouter {
     rules: Vec<CompiledRule>,
+    /// The standard environment, built once: building it per row dominated routing time.
+    env: Arc<cel::Env>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -60,6 +62,7 @@ impl CelRouter {
             .collect::<Result<_, RuleError>>()?;
         Ok(Self {
             rules: compiled,
+            env: Arc::new(cel::Env::stdlib()),
             clock: Arc::new(Utc::now),
         })
     }
@@ -101,7 +104,7 @@ impl CelRouter {
 
 impl ShardRouter for CelRouter {
     fn route(&self, rows: &[RowView<'_>]) -> Vec<RouteDecision> {
-        let mut base = Context::default();
+        let mut base = Context::with_env(self.env.clone());
         let now: DateTime<FixedOffset> = (self.clock)().fixed_offset();
         base.add_variable_from_value("now", cel::Value::Timestamp(now));
         rows.iter().map(|row| self.route_row(&base, row)).collect()
