@@ -152,27 +152,27 @@ impl Source for SqliteSource {
     }
 
     async fn read(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
-        let descriptor = self
-            .introspect(Some(std::slice::from_ref(&request.table)))
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ConnectorError::user(format!("table `{}` not found", request.table)))?;
+        // Only the declared types are needed here: a full introspection would also count every
+        // row of the table on each read.
+        let declared = self.declared_types(&request.table.name).await?;
         let columns: Vec<String> = if request.columns.is_empty() {
-            descriptor.columns.iter().map(|c| c.name.clone()).collect()
+            declared.iter().map(|(name, _)| name.clone()).collect()
         } else {
             request.columns.clone()
         };
         let mut types = Vec::with_capacity(columns.len());
         for column in &columns {
-            let found = descriptor.column(column).ok_or_else(|| {
-                ConnectorError::user(format!(
-                    "table `{}` has no column `{column}`",
-                    request.table
-                ))
-                .with_hint("correct the mapping, or run `syncbridge drift` to see what changed")
-            })?;
-            types.push(found.data_type.clone());
+            let found = declared
+                .iter()
+                .find(|(name, _)| name == column)
+                .ok_or_else(|| {
+                    ConnectorError::user(format!(
+                        "table `{}` has no column `{column}`",
+                        request.table
+                    ))
+                    .with_hint("correct the mapping, or run `syncbridge drift` to see what changed")
+                })?;
+            types.push(found.1.clone());
         }
         if request.key.is_empty() {
             return Err(ConnectorError::user(format!(
@@ -287,6 +287,28 @@ impl Source for SqliteSource {
 }
 
 impl SqliteSource {
+    /// Each column's name and portable type, from the declared types; an error naming the
+    /// table when it does not exist.
+    async fn declared_types(&self, name: &str) -> Result<Vec<(String, DataType)>, ConnectorError> {
+        let columns: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| source_error(&format!("describing `{name}`"), e))?;
+        if columns.is_empty() {
+            return Err(ConnectorError::user(format!(
+                "table `{name}` does not exist in {}",
+                self.path
+            ))
+            .with_hint("check the definition's `source.table`"));
+        }
+        Ok(columns
+            .into_iter()
+            .map(|(column, declared)| (column, declared_type(&declared)))
+            .collect())
+    }
+
     async fn describe(
         &self,
         name: &str,

@@ -10,8 +10,6 @@
 //! (by target column name, in a fixed order) and the target list: equal hashes mean "nothing to
 //! write", and a row that moves to another list always hashes differently.
 
-use std::fmt::Write as _;
-
 use sha2::{Digest, Sha256};
 use syncbridge_api::Value;
 
@@ -124,19 +122,6 @@ pub fn content_hash<'a>(
         );
     }
     hex::encode(hasher.finalize())
-}
-
-/// A readable preview of an identity for logs and the DLQ (identities can be long).
-pub fn preview(identity: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in identity.chars().enumerate() {
-        if i == 80 {
-            let _ = write!(out, "…");
-            break;
-        }
-        out.push(ch);
-    }
-    out
 }
 
 #[cfg(test)]

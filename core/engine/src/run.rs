@@ -402,22 +402,11 @@ impl Engine {
             source,
         } = self.prepare(def).await?;
 
-        let mut run = RunState {
-            engine: self,
-            def: &def,
-            mode: Mode::from_sync_mode(&def.sync_mode),
-            targets: &targets,
-            options,
-            run_id: None,
-            instance_id,
-            counters: RunCounters::default(),
-            planned: Vec::new(),
-            seen: HashSet::new(),
-            open_failures: runtime::open_failure_hashes(&self.store, def.id)
-                .await?
-                .into_iter()
-                .collect(),
-        };
+        let open_failures = runtime::open_failure_hashes(&self.store, def.id)
+            .await?
+            .into_iter()
+            .collect();
+        let mut run = RunState::new(self, &def, &targets, options, instance_id, open_failures);
         if !options.dry_run {
             run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
             run.recover().await?;
@@ -577,19 +566,7 @@ impl Engine {
             full: true,
             ..RunOptions::default()
         };
-        let mut state = RunState {
-            engine: self,
-            def: &def,
-            mode: Mode::from_sync_mode(&def.sync_mode),
-            targets: &targets,
-            options: &options,
-            run_id: None,
-            instance_id,
-            counters: RunCounters::default(),
-            planned: Vec::new(),
-            seen: HashSet::new(),
-            open_failures: HashSet::new(),
-        };
+        let mut state = RunState::new(self, &def, &targets, &options, instance_id, HashSet::new());
         let expected = state
             .expected(source.as_ref(), &mapper, router.as_ref())
             .await?;
@@ -723,7 +700,29 @@ fn row_json(columns: &[String], row: &Row) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-impl RunState<'_> {
+impl<'a> RunState<'a> {
+    fn new(
+        engine: &'a Engine,
+        def: &'a RunDefinition,
+        targets: &'a [BoundTarget],
+        options: &'a RunOptions,
+        instance_id: Id,
+        open_failures: HashSet<String>,
+    ) -> Self {
+        Self {
+            engine,
+            def,
+            mode: Mode::from_sync_mode(&def.sync_mode),
+            targets,
+            options,
+            run_id: None,
+            instance_id,
+            counters: RunCounters::default(),
+            planned: Vec::new(),
+            seen: HashSet::new(),
+            open_failures,
+        }
+    }
     fn default_target(&self) -> usize {
         self.targets
             .iter()
