@@ -27,54 +27,6 @@ pub fn run(command: &mut Command) -> Output {
     command.output().expect("the syncbridge binary runs")
 }
 
-fn services_required() -> bool {
-    std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// A database created for one test on the local PostgreSQL, dropped when the test ends.
-pub struct PgDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl PgDatabase {
-    /// Creates `sbtest_<prefix>_<random>`; `None` (after printing SKIPPED) when PostgreSQL is not
-    /// reachable and services are not required.
-    pub fn create(prefix: &str) -> Option<Self> {
-        let name = format!("sbtest_{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let output = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("CREATE DATABASE \"{name}\""))
-            .output();
-        match output {
-            Ok(output) if output.status.success() => Some(Self {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                name,
-            }),
-            other => {
-                let why = match other {
-                    Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
-                    Err(error) => error.to_string(),
-                };
-                assert!(
-                    !services_required(),
-                    "PostgreSQL on 127.0.0.1:5432 is required: {why}"
-                );
-                println!("SKIPPED: PostgreSQL on 127.0.0.1:5432 is not reachable: {why}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
+/// A database created for one test on the local PostgreSQL (shared with the other crates' tests).
+#[allow(unused_imports)] // not every test binary needs PostgreSQL
+pub use syncbridge_store::testing::PgDatabase;

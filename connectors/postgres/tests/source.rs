@@ -11,33 +11,25 @@ use syncbridge_api::{
 };
 use syncbridge_postgres::{PostgresSource, PostgresSourceConfig};
 
+/// A fresh database on the local server, dropped with the test.
 struct Database {
     name: String,
+    url: String,
+    _guard: syncbridge_store::testing::PgDatabase,
 }
 
 impl Database {
     fn create() -> Option<Self> {
-        let name = format!("sbtest_pg_{}", uuid::Uuid::new_v4().simple());
-        let output = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output();
-        match output {
-            Ok(o) if o.status.success() => Some(Self { name }),
-            other => {
-                let why = format!("{other:?}");
-                assert!(
-                    std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                    "PostgreSQL is required: {why}"
-                );
-                println!("SKIPPED: PostgreSQL on 127.0.0.1:5432 is not usable: {why}");
-                None
-            }
-        }
+        let guard = syncbridge_store::testing::PgDatabase::create("pg")?;
+        Some(Self {
+            name: guard.name.clone(),
+            url: guard.url.clone(),
+            _guard: guard,
+        })
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        self.url.clone()
     }
 
     fn psql_file(&self, path: &str) {
@@ -75,18 +67,6 @@ impl Database {
         let config: PostgresSourceConfig =
             serde_json::from_value(serde_json::json!({"database": self.name})).expect("config");
         PostgresSource::connect(config).await.expect("connects")
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
     }
 }
 

@@ -3,7 +3,6 @@
 //! whole row for a table without a key.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use sqlx::Connection as _;
@@ -13,32 +12,6 @@ use syncbridge_engine::run::{Engine, RunOptions};
 use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use syncbridge_store::secrets::MasterKey;
 use syncbridge_store::testing::TestStore;
-
-fn create_database() -> Option<String> {
-    let name = format!("sbtest_src_{}", uuid::Uuid::new_v4().simple());
-    let output = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output();
-    match output {
-        Ok(o) if o.status.success() => Some(name),
-        other => {
-            assert!(
-                std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "PostgreSQL is required: {other:?}"
-            );
-            println!("SKIPPED: PostgreSQL on 127.0.0.1:5432 is not usable: {other:?}");
-            None
-        }
-    }
-}
-
-fn drop_database(name: &str) {
-    let _ = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .output();
-}
 
 fn list_items(emulator: &RunningEmulator, list: &str) -> Vec<String> {
     emulator
@@ -108,9 +81,10 @@ fn config(emulator: &RunningEmulator, database: &str) -> String {
 
 #[tokio::test]
 async fn every_key_strategy_from_postgres() {
-    let Some(database) = create_database() else {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("src") else {
         return;
     };
+    let database = pg.name.clone();
     let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
     let mut db = sqlx::PgConnection::connect(&url).await.expect("source");
     sqlx::raw_sql(
@@ -206,14 +180,15 @@ async fn every_key_strategy_from_postgres() {
     );
 
     drop(db);
-    drop_database(&database);
+    drop(pg);
 }
 
 #[tokio::test]
 async fn introspection_fills_the_inventory_idempotently() {
-    let Some(database) = create_database() else {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("src") else {
         return;
     };
+    let database = pg.name.clone();
     let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
     let mut db = sqlx::PgConnection::connect(&url).await.expect("source");
     sqlx::raw_sql(
@@ -282,5 +257,5 @@ async fn introspection_fills_the_inventory_idempotently() {
         );
     }
     drop(db);
-    drop_database(&database);
+    drop(pg);
 }
