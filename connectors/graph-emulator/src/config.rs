@@ -20,6 +20,8 @@ pub struct EmulatorConfig {
     pub max_page_size: usize,
     pub throttle: ThrottleConfig,
     pub faults: FaultConfig,
+    /// Behaviours no source settles (graph-api.md §14), each with its default.
+    pub behaviour: BehaviourConfig,
     /// Keep sites, lists and items here across restarts.
     pub data_file: Option<PathBuf>,
 }
@@ -61,8 +63,16 @@ pub struct SiteConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     pub enabled: bool,
-    /// Resource units per minute (single-item read 1, list read/create/update/delete 2).
+    /// Resource units per minute (single-item read and delta with a token 1; list reads, delta
+    /// without a token, create, update and delete 2). SharePoint's default for a tenant with up
+    /// to 1,000 licences is 1,250.
     pub resource_units_per_minute: u32,
+    /// The status of a throttled answer: 429 (the usual) or 503 (SharePoint's "server too busy").
+    pub respond_with: u16,
+    /// The length of the budget window. SharePoint's is one minute; tests shorten it so a
+    /// client can wait out a window quickly. The budget stays `resource_units_per_minute` per
+    /// window.
+    pub window_seconds: u64,
 }
 
 impl Default for ThrottleConfig {
@@ -70,24 +80,94 @@ impl Default for ThrottleConfig {
         Self {
             enabled: false,
             resource_units_per_minute: 1250,
+            respond_with: 429,
+            window_seconds: 60,
         }
     }
 }
 
-/// Deterministic fault injection: the same seed gives the same faults for the same requests.
+/// Deterministic fault injection: the same seed gives the same faults for the same sequence of
+/// requests. Each fault draws from its own seeded stream, so turning one on does not move the
+/// others.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultConfig {
     pub seed: u64,
-    /// Share of Graph requests answered 429 (0.0 – 1.0).
+    /// Share of Graph requests answered 429 (0.0 – 1.0), before they take effect.
     pub rate_429: f64,
-    /// Share answered 503.
+    /// Share answered 503 `serviceNotAvailable`.
     pub rate_503: f64,
-    /// `Retry-After` seconds sent with injected 429/503.
+    /// Share answered 500 `generalException`.
+    pub rate_500: f64,
+    /// Share answered 504 `gatewayTimeout`.
+    pub rate_504: f64,
+    /// `Retry-After` seconds sent with injected 429/503 (fractions allowed, as Graph sends them).
     pub retry_after_seconds: f64,
-    /// Only requests of these kinds get faults (`item.create`, `item.update`, `site.get` … as in
-    /// the counts); empty means every Graph request.
+    /// Share of HTTP responses cut off mid-body **after** the request took effect: the client
+    /// sees a broken connection and cannot know whether its write happened.
+    pub rate_drop: f64,
+    /// Added latency per HTTP request, in milliseconds.
+    pub latency_ms: u64,
+    /// Extra latency drawn uniformly from `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of Graph requests whose access token is revoked early: answered 401 (expired) and
+    /// the token stays unusable, so the client must fetch a new one.
+    pub rate_token_expiry: f64,
+    /// Only requests of these kinds get faults (`item.create`, `item.update`, `item.delta`,
+    /// `batch`, `site.get` … as in the counts); empty means every Graph request. Dropped
+    /// connections and latency apply to the HTTP request, so a `$batch` counts as `batch`.
     pub kinds: Vec<String>,
+}
+
+/// Behaviours of the real service that no source settles (graph-api.md §14). Each is a setting,
+/// so tests can cover both answers; the defaults are the emulator's best reading, explained in
+/// the README.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviourConfig {
+    /// Refuse choice values that are not among the column's `choices` (default: accept, as
+    /// SharePoint's API paths historically skip UI validation).
+    pub enforce_choices: bool,
+    /// Refuse creates without, and updates clearing, a `required` column (default: not
+    /// enforced, as REST/CSOM writes are reported not to enforce it).
+    pub enforce_required: bool,
+    /// The site's regional time zone as minutes east of UTC: date-only values are stored as
+    /// local midnight and read back as that instant in UTC (e.g. -300 turns `2024-05-01` into
+    /// `2024-05-01T05:00:00Z`). No daylight saving.
+    pub site_utc_offset_minutes: i32,
+    /// How long a delta token stays usable; older tokens get `410 Gone` (undocumented for list
+    /// items; 7 days is the figure documented for directory objects).
+    pub delta_token_lifetime_seconds: u64,
+    /// The inner code of the `410` a stale delta token gets: `resyncChangesApplyDifferences` or
+    /// `resyncChangesUploadDifferences`.
+    pub delta_resync_code: String,
+    /// Re-deliver the latest state of items touched by the last N changes before each delta
+    /// token (the service may replay; clients must merge idempotently). 0: no replays.
+    pub delta_replay_changes: u64,
+    /// The message of `412` on an eTag mismatch.
+    pub precondition_failed_message: String,
+    /// The message of `400 invalidRequest` for a value of the wrong type.
+    pub invalid_value_message: String,
+    /// The message for text over `maxLength`; `{field}` and `{max}` are replaced.
+    pub too_long_message: String,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        Self {
+            enforce_choices: false,
+            enforce_required: false,
+            site_utc_offset_minutes: 0,
+            delta_token_lifetime_seconds: 7 * 24 * 3600,
+            delta_resync_code: "resyncChangesApplyDifferences".to_owned(),
+            delta_replay_changes: 0,
+            precondition_failed_message: "ETag does not match current item's value".to_owned(),
+            invalid_value_message: "Invalid request".to_owned(),
+            too_long_message:
+                "The value of field '{field}' exceeds its maximum length of {max} characters."
+                    .to_owned(),
+        }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -111,6 +191,7 @@ impl Default for EmulatorConfig {
             max_page_size: 5000,
             throttle: ThrottleConfig::default(),
             faults: FaultConfig::default(),
+            behaviour: BehaviourConfig::default(),
             data_file: None,
         }
     }
@@ -129,7 +210,73 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+impl FaultConfig {
+    /// Every rate is a share between 0 and 1, and the status rates together at most 1.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("rate_429", self.rate_429),
+            ("rate_503", self.rate_503),
+            ("rate_500", self.rate_500),
+            ("rate_504", self.rate_504),
+            ("rate_drop", self.rate_drop),
+            ("rate_token_expiry", self.rate_token_expiry),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!(
+                    "faults.{name} is {rate}; use a share between 0.0 and 1.0"
+                ));
+            }
+        }
+        let statuses = self.rate_429 + self.rate_503 + self.rate_500 + self.rate_504;
+        if statuses > 1.0 {
+            return Err(format!(
+                "faults.rate_429 + rate_503 + rate_500 + rate_504 is {statuses}; together they must not exceed 1.0"
+            ));
+        }
+        if !self.retry_after_seconds.is_finite() || self.retry_after_seconds < 0.0 {
+            return Err("faults.retry_after_seconds must be 0 or more".to_owned());
+        }
+        Ok(())
+    }
+}
+
 impl EmulatorConfig {
+    /// Checks what serde cannot: shares, statuses and codes with a fixed set of values.
+    pub fn validate(&self) -> Result<(), String> {
+        self.faults.validate()?;
+        if self.throttle.window_seconds == 0 {
+            return Err("throttle.window_seconds must be at least 1".to_owned());
+        }
+        if ![429, 503].contains(&self.throttle.respond_with) {
+            return Err(format!(
+                "throttle.respond_with is {}; use 429 or 503",
+                self.throttle.respond_with
+            ));
+        }
+        let codes = [
+            "resyncChangesApplyDifferences",
+            "resyncChangesUploadDifferences",
+        ];
+        if !codes.contains(&self.behaviour.delta_resync_code.as_str()) {
+            return Err(format!(
+                "behaviour.delta_resync_code is '{}'; use one of {}",
+                self.behaviour.delta_resync_code,
+                codes.join(", ")
+            ));
+        }
+        if self.tenants.iter().all(|t| t.apps.is_empty()) {
+            return Err(
+                "no tenant has an app: add tenants[].apps with a client_id and client_secret"
+                    .to_owned(),
+            );
+        }
+        if self.default_page_size == 0 || self.max_page_size == 0 {
+            return Err("default_page_size and max_page_size must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
     /// Reads a YAML or JSON file (`.json` is JSON; anything else YAML).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -140,13 +287,15 @@ impl EmulatorConfig {
             path: path.to_owned(),
             message,
         };
-        if path
+        let config: Self = if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         {
-            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?
         } else {
-            serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))
-        }
+            serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?
+        };
+        config.validate().map_err(invalid)?;
+        Ok(config)
     }
 }

@@ -10,8 +10,11 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::config::BehaviourConfig;
 use crate::config::EmulatorConfig;
-use crate::state::{Column, Data, Item, List, Site, new_guid, stable_guid, template_columns};
+use crate::state::{
+    Column, Data, Item, List, Site, Tombstone, new_guid, stable_guid, template_columns,
+};
 
 /// A request after HTTP parsing (or unpacked from a batch).
 #[derive(Debug, Clone)]
@@ -34,7 +37,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn json(status: u16, body: Value) -> Self {
+    pub(crate) fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             headers: vec![("Content-Type".into(), CONTENT_TYPE.into())],
@@ -50,7 +53,7 @@ impl Response {
         }
     }
 
-    fn header(mut self, name: &str, value: String) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: String) -> Self {
         self.headers.push((name.to_owned(), value));
         self
     }
@@ -81,6 +84,21 @@ pub fn graph_error(status: u16, code: &str, message: &str) -> Response {
             "client-request-id": request_id,
         }}}),
     )
+}
+
+/// Graph's error body with a more specific inner code (clients use the most detailed code
+/// they understand).
+pub fn graph_error_with_inner(status: u16, code: &str, message: &str, inner: &str) -> Response {
+    let mut response = graph_error(status, code, message);
+    if let Some(inner_error) = response
+        .body
+        .as_mut()
+        .and_then(|b| b.pointer_mut("/error/innerError"))
+        .and_then(Value::as_object_mut)
+    {
+        inner_error.insert("code".into(), Value::String(inner.to_owned()));
+    }
+    response
 }
 
 /// Counts of requests by kind and status, for tests and `GET /_emulator/counts`.
@@ -125,6 +143,27 @@ struct Budget {
     penalty: Duration,
 }
 
+/// One seeded random stream per kind of fault, so enabling one fault does not change which
+/// requests get the others.
+struct FaultRolls {
+    status: rand::rngs::StdRng,
+    latency: rand::rngs::StdRng,
+    drop: rand::rngs::StdRng,
+    token: rand::rngs::StdRng,
+}
+
+impl FaultRolls {
+    fn new(seed: u64) -> Self {
+        let stream = |n: u64| rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(n));
+        Self {
+            status: stream(0),
+            latency: stream(1),
+            drop: stream(2),
+            token: stream(3),
+        }
+    }
+}
+
 /// The emulator's mutable state.
 pub struct Graph {
     pub config: EmulatorConfig,
@@ -132,8 +171,8 @@ pub struct Graph {
     tokens: HashMap<String, Token>,
     budgets: HashMap<(String, String), Budget>,
     pub counts: RequestCounts,
-    rng: rand::rngs::StdRng,
-    base_url: String,
+    rolls: FaultRolls,
+    pub(crate) base_url: String,
 }
 
 impl Graph {
@@ -153,21 +192,56 @@ impl Graph {
                     .push(Site::new(&site.hostname, &site.path, &name));
             }
         }
-        let rng = rand::rngs::StdRng::seed_from_u64(config.faults.seed);
+        let rolls = FaultRolls::new(config.faults.seed);
         Self {
             config,
             data,
             tokens: HashMap::new(),
             budgets: HashMap::new(),
             counts: RequestCounts::default(),
-            rng,
+            rolls,
             base_url,
         }
     }
 
     pub fn set_faults(&mut self, faults: crate::config::FaultConfig) {
-        self.rng = rand::rngs::StdRng::seed_from_u64(faults.seed);
+        self.rolls = FaultRolls::new(faults.seed);
         self.config.faults = faults;
+    }
+
+    /// Whether faults apply to requests of `kind`.
+    fn faults_apply(&self, kind: &str) -> bool {
+        let kinds = &self.config.faults.kinds;
+        kinds.is_empty() || kinds.iter().any(|k| k == kind)
+    }
+
+    /// The added latency for one HTTP request of `kind`.
+    pub(crate) fn roll_latency(&mut self, kind: &str) -> Duration {
+        let faults = &self.config.faults;
+        if (faults.latency_ms == 0 && faults.latency_jitter_ms == 0) || !self.faults_apply(kind) {
+            return Duration::ZERO;
+        }
+        let jitter = if faults.latency_jitter_ms > 0 {
+            self.rolls
+                .latency
+                .random_range(0..=faults.latency_jitter_ms)
+        } else {
+            0
+        };
+        Duration::from_millis(self.config.faults.latency_ms + jitter)
+    }
+
+    /// Whether to cut the response to one HTTP request of `kind` (counted as `dropped`).
+    pub(crate) fn roll_drop(&mut self, kind: &str) -> bool {
+        let rate = self.config.faults.rate_drop;
+        if rate <= 0.0 || !self.faults_apply(kind) {
+            return false;
+        }
+        let dropped = self.rolls.drop.random::<f64>() < rate;
+        if dropped {
+            self.count(&format!("{kind}.dropped"), 0);
+        }
+        dropped
     }
 
     pub(crate) fn count(&mut self, kind: &str, status: u16) {
@@ -207,18 +281,22 @@ impl Graph {
                 ),
             );
         };
-        let app = match self.authenticate(request) {
+        let kind = request_kind(&request.method, rest);
+        let app = match self.authenticate(request, kind) {
             Ok(app) => app,
             Err(response) => return ("auth", response),
         };
-        let kind = request_kind(&request.method, rest);
-        if let Some(response) = self.throttle(&app, kind) {
-            return (kind, response);
-        }
+        let cost = resource_units(kind, request);
+        let rate_limit = match self.throttle(&app, cost) {
+            Ok(headers) => headers,
+            Err(response) => return (kind, response),
+        };
         if let Some(response) = self.inject_fault(kind) {
             return (kind, response);
         }
-        (kind, self.graph(request, rest, &app.1))
+        let mut response = self.graph(request, rest, &app.1);
+        response.headers.extend(rate_limit);
+        (kind, response)
     }
 
     fn token(&mut self, tenant: &str, request: &Request) -> Response {
@@ -304,6 +382,13 @@ impl Graph {
         )
     }
 
+    /// Bumps every list's delta generation: outstanding tokens become stale.
+    pub fn reset_delta(&mut self) {
+        for list in self.data.sites.iter_mut().flat_map(|s| s.lists.iter_mut()) {
+            list.delta_generation += 1;
+        }
+    }
+
     /// Expires every issued token now (tests of refresh on expiry).
     pub fn expire_tokens(&mut self) {
         let past = Instant::now();
@@ -312,7 +397,11 @@ impl Graph {
         }
     }
 
-    fn authenticate(&self, request: &Request) -> Result<(String, String), Response> {
+    fn authenticate(
+        &mut self,
+        request: &Request,
+        kind: &str,
+    ) -> Result<(String, String), Response> {
         let Some(header) = request.headers.get("authorization") else {
             return Err(graph_error(
                 401,
@@ -321,6 +410,14 @@ impl Graph {
             ));
         };
         let token = header.strip_prefix("Bearer ").unwrap_or("");
+        if self.config.faults.rate_token_expiry > 0.0
+            && self.faults_apply(kind)
+            && self.rolls.token.random::<f64>() < self.config.faults.rate_token_expiry
+            && let Some(issued) = self.tokens.get_mut(token)
+        {
+            // Revoked early: the token stays expired, as a real early expiry would.
+            issued.expires = Instant::now();
+        }
         match self.tokens.get(token) {
             None => Err(graph_error(
                 401,
@@ -336,18 +433,22 @@ impl Graph {
         }
     }
 
-    /// The resource-unit budget: costs per §8.2 (single read 1, others 2). Requests while the
-    /// app should be waiting are counted and lengthen the wait.
-    fn throttle(&mut self, app: &(String, String), kind: &str) -> Option<Response> {
+    /// The resource-unit budget per app per tenant per minute (§8.2–8.4). A request within the
+    /// budget gets `RateLimit-*` headers once 80 % of it is used; one over it gets 429 (or the
+    /// configured 503) with `Retry-After` and the same headers. Requests while the app should be
+    /// waiting are counted, charged, and lengthen the wait ("throttled requests count towards
+    /// usage limits").
+    fn throttle(
+        &mut self,
+        app: &(String, String),
+        cost: u32,
+    ) -> Result<Vec<(String, String)>, Response> {
         if !self.config.throttle.enabled {
-            return None;
+            return Ok(Vec::new());
         }
-        let cost = if kind == "item.get" || kind == "list.get" || kind == "site.get" {
-            1
-        } else {
-            2
-        };
         let limit = self.config.throttle.resource_units_per_minute;
+        let status = self.config.throttle.respond_with;
+        let window = Duration::from_secs(self.config.throttle.window_seconds.max(1));
         let now = Instant::now();
         let budget = self.budgets.entry(app.clone()).or_insert(Budget {
             window_start: now,
@@ -355,60 +456,86 @@ impl Graph {
             blocked_until: None,
             penalty: Duration::ZERO,
         });
+        let headers = |remaining: u32, reset: Duration| {
+            vec![
+                ("RateLimit-Limit".to_owned(), limit.to_string()),
+                ("RateLimit-Remaining".to_owned(), remaining.to_string()),
+                (
+                    "RateLimit-Reset".to_owned(),
+                    (reset.as_secs_f64().ceil() as u64).to_string(),
+                ),
+            ]
+        };
+        let throttled = |wait: Duration| {
+            let seconds = (wait.as_secs_f64().ceil() as u64).max(1);
+            let mut response = throttled_response(status, &seconds.to_string());
+            response.headers.extend(headers(0, wait));
+            response
+        };
         if let Some(until) = budget.blocked_until {
             if now < until {
                 self.counts.before_retry_after += 1;
-                // Ignoring Retry-After doubles the wait.
+                budget.used = budget.used.saturating_add(cost);
+                // Ignoring Retry-After doubles the extra wait each time.
                 budget.penalty = (budget.penalty * 2).max(Duration::from_secs(1));
                 let until = until + budget.penalty;
                 budget.blocked_until = Some(until);
-                let wait = (until - now).as_secs_f64().ceil() as u64;
-                return Some(too_many(wait));
+                return Err(throttled(until - now));
             }
             budget.blocked_until = None;
         }
-        if now.duration_since(budget.window_start) >= Duration::from_secs(60) {
+        if now.duration_since(budget.window_start) >= window {
             budget.window_start = now;
             budget.used = 0;
             budget.penalty = Duration::ZERO;
         }
+        let reset = window.saturating_sub(now.duration_since(budget.window_start));
         if budget.used + cost > limit {
-            let wait = Duration::from_secs(60)
-                .saturating_sub(now.duration_since(budget.window_start))
-                .max(Duration::from_secs(1));
+            let wait = reset.max(Duration::from_secs(1));
             budget.blocked_until = Some(now + wait);
-            return Some(too_many(wait.as_secs_f64().ceil() as u64));
+            return Err(throttled(wait));
         }
         budget.used += cost;
-        None
+        if u64::from(budget.used) * 5 >= u64::from(limit) * 4 {
+            Ok(headers(limit - budget.used, reset))
+        } else {
+            Ok(Vec::new())
+        }
     }
 
+    /// Injected error statuses; they are answered before the request takes effect.
     fn inject_fault(&mut self, kind: &str) -> Option<Response> {
         let faults = &self.config.faults;
-        if !faults.kinds.is_empty() && !faults.kinds.iter().any(|k| k == kind) {
+        let bands = [
+            faults.rate_429,
+            faults.rate_503,
+            faults.rate_500,
+            faults.rate_504,
+        ];
+        if bands.iter().all(|r| *r <= 0.0) || !self.faults_apply(kind) {
             return None;
         }
-        let (rate_429, rate_503, retry) =
-            (faults.rate_429, faults.rate_503, faults.retry_after_seconds);
-        if rate_429 <= 0.0 && rate_503 <= 0.0 {
-            return None;
-        }
-        let roll: f64 = self.rng.random();
-        let retry = format!("{retry}");
-        if roll < rate_429 {
-            return Some(too_many_text(&retry));
-        }
-        if roll < rate_429 + rate_503 {
-            return Some(
-                graph_error(
-                    503,
-                    "serviceNotAvailable",
-                    "The service is temporarily unavailable.",
-                )
-                .header("Retry-After", retry),
-            );
-        }
-        None
+        let retry = format!("{}", faults.retry_after_seconds);
+        let roll: f64 = self.rolls.status.random();
+        let mut edge = 0.0;
+        let hit = bands.iter().position(|rate| {
+            edge += rate;
+            roll < edge
+        })?;
+        Some(match hit {
+            0 => throttled_response(429, &retry),
+            1 => throttled_response(503, &retry),
+            2 => graph_error(
+                500,
+                "generalException",
+                "General exception while processing",
+            ),
+            _ => graph_error(
+                504,
+                "gatewayTimeout",
+                "The server, while acting as a proxy, did not receive a timely response from the upstream server.",
+            ),
+        })
     }
 
     fn graph(&mut self, request: &Request, rest: &str, client_id: &str) -> Response {
@@ -538,6 +665,10 @@ impl Graph {
             columns: template_columns(),
             items: Default::default(),
             next_item_id: 1,
+            change_seq: 0,
+            tombstones: Default::default(),
+            delta_generation: 0,
+            unique_index: None,
         };
         if let Some(columns) = body.get("columns").and_then(Value::as_array) {
             for column in columns {
@@ -564,6 +695,7 @@ impl Graph {
         let page_size = self.config.default_page_size;
         let max_page = self.config.max_page_size;
         let base_url = self.base_url.clone();
+        let behaviour = &self.config.behaviour;
         let site = &mut self.data.sites[site_index];
         // The site without its lists: item JSON needs only its id and URL (cloning the lists would
         // copy every item on every request).
@@ -576,6 +708,7 @@ impl Graph {
             lists: Vec::new(),
         };
         let list = &mut site.lists[list_index];
+        list.ensure_unique_index();
         match (method, rest) {
             ("GET", []) => Response::json(200, list.to_json(&site_view)),
             ("GET", ["columns"]) => {
@@ -606,10 +739,14 @@ impl Graph {
                 }
                 let json = column.to_json();
                 list.columns.push(column);
+                list.unique_index = None;
                 Response::json(201, json)
             }
             ("GET", ["items"]) => {
                 list_items(&site_view, list, request, page_size, max_page, &base_url)
+            }
+            ("GET", ["items", "delta" | "delta()"]) => {
+                crate::delta::delta(&site_view, list, request, &self.config, &base_url)
             }
             ("POST", ["items"]) => {
                 let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
@@ -620,7 +757,7 @@ impl Graph {
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default();
-                if let Err(response) = validate_fields(list, &fields, None) {
+                if let Err(response) = validate_fields(list, &fields, None, behaviour) {
                     return response;
                 }
                 let now = Utc::now();
@@ -629,9 +766,12 @@ impl Graph {
                 let mut stored = Map::new();
                 for (name, value) in fields {
                     if !value.is_null() && !name.contains('@') {
+                        let value = stored_value(list, &name, value, behaviour);
                         stored.insert(name, value);
                     }
                 }
+                let seq = list.next_change();
+                list.reindex(id, None, Some(&stored));
                 let item = Item {
                     id,
                     fields: stored,
@@ -640,6 +780,8 @@ impl Graph {
                     version: 1,
                     etag_guid: new_guid(),
                     author_app: client_id.to_owned(),
+                    created_seq: seq,
+                    changed_seq: seq,
                 };
                 let json = item.to_json(&site_view, list, true, None);
                 list.items.insert(id, item);
@@ -671,7 +813,7 @@ impl Graph {
                     return graph_error(
                         412,
                         "resourceModified",
-                        "ETag does not match current item's value",
+                        &behaviour.precondition_failed_message,
                     );
                 }
                 match (method, tail) {
@@ -688,7 +830,17 @@ impl Graph {
                         Response::json(200, list.items[&id].fields_json(list, None))
                     }
                     ("DELETE", []) => {
-                        list.items.remove(&id);
+                        if let Some(item) = list.items.remove(&id) {
+                            let seq = list.next_change();
+                            list.reindex(id, Some(&item.fields), None);
+                            list.tombstones.insert(
+                                id,
+                                Tombstone {
+                                    created_seq: item.created_seq,
+                                    deleted_seq: seq,
+                                },
+                            );
+                        }
                         list.modified = Utc::now();
                         Response::empty(204)
                     }
@@ -698,10 +850,23 @@ impl Graph {
                         else {
                             return graph_error(400, "BadRequest", "Invalid request body.");
                         };
-                        if let Err(response) = validate_fields(list, &fields, Some(id)) {
+                        if let Err(response) = validate_fields(list, &fields, Some(id), behaviour) {
                             return response;
                         }
                         let now = Utc::now();
+                        let fields: Vec<(String, Value)> = fields
+                            .into_iter()
+                            .filter(|(name, _)| !name.contains('@'))
+                            .map(|(name, value)| {
+                                let value = if value.is_null() {
+                                    value
+                                } else {
+                                    stored_value(list, &name, value, behaviour)
+                                };
+                                (name, value)
+                            })
+                            .collect();
+                        let seq = list.next_change();
                         let Some(item) = list.items.get_mut(&id) else {
                             return graph_error(
                                 404,
@@ -709,10 +874,8 @@ impl Graph {
                                 "The requested item was not found.",
                             );
                         };
+                        let old = item.fields.clone();
                         for (name, value) in fields {
-                            if name.contains('@') {
-                                continue;
-                            }
                             if value.is_null() {
                                 item.fields.remove(&name);
                             } else {
@@ -721,6 +884,9 @@ impl Graph {
                         }
                         item.version += 1;
                         item.modified = now;
+                        item.changed_seq = seq;
+                        let new = item.fields.clone();
+                        list.reindex(id, Some(&old), Some(&new));
                         list.modified = now;
                         Response::json(200, list.items[&id].fields_json(list, None))
                     }
@@ -802,22 +968,41 @@ impl Graph {
     }
 }
 
-fn too_many(seconds: u64) -> Response {
-    too_many_text(&seconds.to_string())
+/// A throttled answer (§8.1): 429 `TooManyRequests` or 503 `serviceNotAvailable`, with
+/// `Retry-After` in seconds.
+fn throttled_response(status: u16, retry_after: &str) -> Response {
+    let response = if status == 503 {
+        graph_error(
+            503,
+            "serviceNotAvailable",
+            "The service is temporarily unavailable.",
+        )
+    } else {
+        graph_error(429, "TooManyRequests", "Please retry again later.")
+    };
+    response.header("Retry-After", retry_after.to_owned())
 }
 
-fn too_many_text(retry_after: &str) -> Response {
-    graph_error(429, "TooManyRequests", "Please retry again later.")
-        .header("Retry-After", retry_after.to_owned())
+/// Resource units a request costs (§8.2, §6.4): single reads and delta with a token 1,
+/// everything else 2.
+fn resource_units(kind: &str, request: &Request) -> u32 {
+    match kind {
+        "item.get" | "list.get" | "site.get" => 1,
+        "item.delta" if query(request, "token").is_some() => 1,
+        _ => 2,
+    }
 }
 
 /// The request kind used in counts and resource-unit costs.
-fn request_kind(method: &str, rest: &str) -> &'static str {
+pub(crate) fn request_kind(method: &str, rest: &str) -> &'static str {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let has = |name: &str| segments.contains(&name);
     match method {
         "POST" if rest == "/$batch" => "batch",
         "GET" if has("items") && segments.last() == Some(&"items") => "item.list",
+        "GET" if has("items") && matches!(segments.last(), Some(&"delta") | Some(&"delta()")) => {
+            "item.delta"
+        }
         "GET" if has("items") => "item.get",
         "POST" if has("items") => "item.create",
         "PATCH" if has("items") => "item.update",
@@ -832,7 +1017,7 @@ fn request_kind(method: &str, rest: &str) -> &'static str {
     }
 }
 
-fn query(request: &Request, name: &str) -> Option<String> {
+pub(crate) fn query(request: &Request, name: &str) -> Option<String> {
     request
         .query
         .iter()
@@ -841,7 +1026,7 @@ fn query(request: &Request, name: &str) -> Option<String> {
 }
 
 /// `fields` or `fields(select=A,B)` → (expand, select).
-fn parse_expand(expand: Option<&str>) -> (bool, Option<Vec<String>>) {
+pub(crate) fn parse_expand(expand: Option<&str>) -> (bool, Option<Vec<String>>) {
     let Some(expand) = expand else {
         return (false, None);
     };
@@ -918,11 +1103,13 @@ fn parse_column(body: &Value) -> Result<Column, Response> {
     })
 }
 
-/// SharePoint's value checks on create and update (graph-api.md §5.5, §10).
+/// SharePoint's value checks on create and update (graph-api.md §5.5, §10; §14 choices and
+/// `required` as the behaviour settings say).
 fn validate_fields(
     list: &List,
     fields: &Map<String, Value>,
     item: Option<i64>,
+    behaviour: &BehaviourConfig,
 ) -> Result<(), Response> {
     for (name, value) in fields {
         if name.contains('@') {
@@ -947,39 +1134,50 @@ fn validate_fields(
             ));
         }
         if value.is_null() {
+            if behaviour.enforce_required && column.required {
+                return Err(required_missing(name));
+            }
             continue;
         }
         let ok = match column.kind.as_str() {
             "text" | "choice" => value.is_string(),
             "number" | "currency" => value.is_number(),
             "boolean" => value.is_boolean(),
-            "dateTime" => value.as_str().is_some_and(|s| {
-                chrono::DateTime::parse_from_rfc3339(s).is_ok()
-                    || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-            }),
+            "dateTime" => value.as_str().and_then(parse_date_time).is_some(),
             "hyperlinkOrPicture" => false,
             _ => true,
         };
         if !ok {
-            return Err(graph_error(400, "invalidRequest", "Invalid request"));
+            return Err(graph_error(
+                400,
+                "invalidRequest",
+                &behaviour.invalid_value_message,
+            ));
         }
-        if let (Some(max), Some(text)) = (column.max_length(), value.as_str())
-            && text.chars().count() as u64 > max
+        if behaviour.enforce_choices
+            && column.kind == "choice"
+            && let (Some(text), Some(choices)) = (
+                value.as_str(),
+                column.facet.get("choices").and_then(Value::as_array),
+            )
+            && !choices.iter().any(|c| c.as_str() == Some(text))
         {
             return Err(graph_error(
                 400,
                 "invalidRequest",
-                &format!(
-                    "The value of field '{name}' exceeds its maximum length of {max} characters."
-                ),
+                &format!("The value '{text}' is not one of the choices of field '{name}'."),
             ));
         }
-        if column.enforce_unique_values
-            && list
-                .items
-                .values()
-                .any(|other| Some(other.id) != item && other.fields.get(name) == Some(value))
+        if let (Some(max), Some(text)) = (column.max_length(), value.as_str())
+            && text.chars().count() as u64 > max
         {
+            let message = behaviour
+                .too_long_message
+                .replace("{field}", name)
+                .replace("{max}", &max.to_string());
+            return Err(graph_error(400, "invalidRequest", &message));
+        }
+        if column.enforce_unique_values && list.unique_owner(name, value, item).is_some() {
             return Err(graph_error(
                 409,
                 "nameAlreadyExists",
@@ -989,7 +1187,66 @@ fn validate_fields(
             ));
         }
     }
+    if behaviour.enforce_required && item.is_none() {
+        let missing = list
+            .columns
+            .iter()
+            .find(|c| c.required && !c.read_only && fields.get(&c.name).is_none_or(Value::is_null));
+        if let Some(column) = missing {
+            return Err(required_missing(&column.name));
+        }
+    }
     Ok(())
+}
+
+fn required_missing(name: &str) -> Response {
+    graph_error(
+        400,
+        "invalidRequest",
+        &format!("Field '{name}' is required."),
+    )
+}
+
+/// An ISO 8601 instant, or a date alone (midnight, no offset).
+fn parse_date_time(text: &str) -> Option<(chrono::NaiveDate, Option<chrono::DateTime<Utc>>)> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        let at = at.with_timezone(&Utc);
+        return Some((at.date_naive(), Some(at)));
+    }
+    if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+        return Some((naive.date(), None));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(|date| (date, None))
+}
+
+/// The value as SharePoint stores and returns it: date and time columns as a UTC instant in
+/// whole seconds; date-only columns as local midnight of the site's time zone, in UTC (§10).
+fn stored_value(list: &List, name: &str, value: Value, behaviour: &BehaviourConfig) -> Value {
+    let Some(column) = list.column(name).filter(|c| c.kind == "dateTime") else {
+        return value;
+    };
+    let Some((date, instant)) = value.as_str().and_then(parse_date_time) else {
+        return value;
+    };
+    let offset = chrono::Duration::minutes(i64::from(behaviour.site_utc_offset_minutes));
+    let date_only = column.facet.get("format").and_then(Value::as_str) == Some("dateOnly");
+    let local_midnight = date.and_hms_opt(0, 0, 0).map(|m| m.and_utc() - offset);
+    let at = match (date_only, instant) {
+        (false, Some(at)) => Some(at),
+        // No offset given: the site's local time.
+        (false, None) => value
+            .as_str()
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|naive| naive.and_utc() - offset)
+            .or(local_midnight),
+        (true, _) => local_midnight,
+    };
+    match at {
+        Some(at) => Value::String(crate::state::timestamp(at)),
+        None => value,
+    }
 }
 
 /// `GET …/items` with `$expand`, `$filter` (`fields/X eq 'v'`), `$top` and `$skiptoken` paging.

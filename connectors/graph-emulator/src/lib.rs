@@ -9,10 +9,12 @@
 //! the service's behaviour is unknown, the choice is written in this crate's README.
 //!
 //! Admin endpoints live under `/_emulator`, a path Graph never uses: `GET /_emulator/counts`,
-//! `GET /_emulator/state`, `POST /_emulator/reset`, `POST /_emulator/faults`,
-//! `POST /_emulator/expire-tokens`.
+//! `GET /_emulator/state`, `GET /_emulator/config`, `POST /_emulator/reset`,
+//! `POST /_emulator/faults`, `POST /_emulator/throttle`, `POST /_emulator/behaviour`,
+//! `POST /_emulator/reset-delta`, `POST /_emulator/expire-tokens`.
 
 mod config;
+mod delta;
 mod graph;
 mod state;
 
@@ -28,7 +30,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use config::{
-    AppConfig, ConfigError, EmulatorConfig, FaultConfig, SiteConfig, TenantConfig, ThrottleConfig,
+    AppConfig, BehaviourConfig, ConfigError, EmulatorConfig, FaultConfig, SiteConfig, TenantConfig,
+    ThrottleConfig,
 };
 pub use graph::RequestCounts;
 use graph::{Graph, Request, Response, graph_error};
@@ -43,6 +46,8 @@ pub enum EmulatorError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the emulator configuration is not valid: {0}")]
+    Config(String),
     #[error("cannot read the emulator data file {path}: {message}")]
     Data { path: PathBuf, message: String },
 }
@@ -89,6 +94,7 @@ impl Emulator {
         config: EmulatorConfig,
         addr: SocketAddr,
     ) -> Result<RunningEmulator, EmulatorError> {
+        config.validate().map_err(EmulatorError::Config)?;
         let data = match &config.data_file {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path).map_err(|e| EmulatorError::Data {
@@ -194,6 +200,19 @@ impl RunningEmulator {
         lock(&self.graph).set_faults(faults);
     }
 
+    pub fn set_throttle(&self, throttle: ThrottleConfig) {
+        lock(&self.graph).config.throttle = throttle;
+    }
+
+    pub fn set_behaviour(&self, behaviour: BehaviourConfig) {
+        lock(&self.graph).config.behaviour = behaviour;
+    }
+
+    /// Invalidates every delta token: the next use gets `410 Gone` (a server-side resync).
+    pub fn reset_delta(&self) {
+        lock(&self.graph).reset_delta();
+    }
+
     /// Expires every token issued so far.
     pub fn expire_tokens(&self) {
         lock(&self.graph).expire_tokens();
@@ -251,9 +270,20 @@ async fn handle(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
         .collect();
-    let response = if let Some(admin) = path.strip_prefix("/_emulator") {
-        admin_request(&graph, method.as_str(), admin, &body)
-    } else if path == "/v1.0/$batch" && method == Method::POST {
+    if let Some(admin) = path.strip_prefix("/_emulator") {
+        return encode(admin_request(&graph, method.as_str(), admin, &body), false);
+    }
+    // Latency and dropped connections belong to the HTTP exchange, so a `$batch` rolls them
+    // once, as kind `batch`.
+    let kind = match path.strip_prefix("/v1.0") {
+        Some(rest) => graph::request_kind(method.as_str(), rest),
+        None => "token",
+    };
+    let delay = lock(&graph).roll_latency(kind);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let response = if path == "/v1.0/$batch" && method == Method::POST {
         batch(&graph, &headers, &body)
     } else {
         let request = Request {
@@ -265,14 +295,37 @@ async fn handle(
         };
         lock(&graph).handle(&request)
     };
-    encode(response)
+    let dropped = lock(&graph).roll_drop(kind);
+    encode(response, dropped)
 }
 
-fn encode(response: Response) -> axum::response::Response {
+/// The HTTP response; `dropped` sends the status, headers and half the body, then breaks the
+/// connection (the request has already taken effect).
+fn encode(response: Response, dropped: bool) -> axum::response::Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let request_id = state::new_guid();
-    let mut out = match response.body {
-        Some(body) => (status, serde_json::to_string(&body).unwrap_or_default()).into_response(),
+    let text = response
+        .body
+        .as_ref()
+        .map(|body| serde_json::to_string(body).unwrap_or_default());
+    let mut out = match text {
+        Some(text) if dropped => {
+            let whole = Bytes::from(text.into_bytes());
+            let first = whole.slice(..whole.len() / 2);
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(first),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected dropped connection",
+                )),
+            ];
+            (
+                status,
+                axum::body::Body::from_stream(futures::stream::iter(chunks)),
+            )
+                .into_response()
+        }
+        Some(text) => (status, text).into_response(),
         None => status.into_response(),
     };
     let headers = out.headers_mut();
@@ -400,17 +453,60 @@ fn admin_request(graph: &Shared, method: &str, path: &str, body: &[u8]) -> Respo
             graph.expire_tokens();
             ok(json!({"expired": true}))
         }
-        ("POST", "/faults") => match serde_json::from_slice::<FaultConfig>(body) {
+        ("GET", "/config") => ok(json!({
+            "faults": graph.config.faults,
+            "throttle": graph.config.throttle,
+            "behaviour": graph.config.behaviour,
+        })),
+        ("POST", "/faults") => match serde_json::from_slice::<FaultConfig>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|f| f.validate().map(|()| f))
+        {
             Ok(faults) => {
                 graph.set_faults(faults);
                 ok(json!({"faults": graph.config.faults}))
             }
             Err(error) => graph_error(400, "BadRequest", &format!("invalid faults: {error}")),
         },
+        ("POST", "/throttle") => match serde_json::from_slice::<ThrottleConfig>(body) {
+            Ok(throttle)
+                if [429, 503].contains(&throttle.respond_with) && throttle.window_seconds > 0 =>
+            {
+                graph.config.throttle = throttle;
+                ok(json!({"throttle": graph.config.throttle}))
+            }
+            Ok(_) => graph_error(
+                400,
+                "BadRequest",
+                "invalid throttle: respond_with must be 429 or 503 and window_seconds at least 1",
+            ),
+            Err(error) => graph_error(400, "BadRequest", &format!("invalid throttle: {error}")),
+        },
+        ("POST", "/behaviour") => {
+            let mut config = graph.config.clone();
+            match serde_json::from_slice::<BehaviourConfig>(body)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    config.behaviour = b;
+                    config.validate()
+                }) {
+                Ok(()) => {
+                    graph.config.behaviour = config.behaviour;
+                    ok(json!({"behaviour": graph.config.behaviour}))
+                }
+                Err(error) => {
+                    graph_error(400, "BadRequest", &format!("invalid behaviour: {error}"))
+                }
+            }
+        }
+        ("POST", "/reset-delta") => {
+            graph.reset_delta();
+            ok(json!({"reset": true}))
+        }
         _ => graph_error(
             404,
             "itemNotFound",
-            "Unknown admin endpoint; see /_emulator/counts, /state, /reset, /faults, /expire-tokens",
+            "Unknown admin endpoint; see GET /_emulator/counts, /state, /config and POST /reset, /faults, /throttle, /behaviour, /reset-delta, /expire-tokens",
         ),
     }
 }

@@ -2,7 +2,7 @@
 //! JSON. Shapes follow shared/notes/graph-api.md §2–§5: string item ids, `eTag` as
 //! `"guid,version"`, null fields absent, hidden columns absent unless selected by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,27 @@ pub struct List {
     pub columns: Vec<Column>,
     pub items: BTreeMap<i64, Item>,
     pub next_item_id: i64,
+    /// The list's change counter: every create, update and delete takes the next number. Delta
+    /// tokens are positions in this sequence.
+    #[serde(default)]
+    pub change_seq: u64,
+    /// Deleted items, for delta (the service keeps them in the recycle bin).
+    #[serde(default)]
+    pub tombstones: BTreeMap<i64, Tombstone>,
+    /// Bumped to invalidate every delta token of the list (`POST /_emulator/reset-delta`).
+    #[serde(default)]
+    pub delta_generation: u64,
+    /// Values of `enforceUniqueValues` columns (case-folded) → item id, so a create checks
+    /// uniqueness without scanning the list. Rebuilt on demand, never persisted.
+    #[serde(skip)]
+    pub unique_index: Option<HashMap<String, HashMap<String, i64>>>,
+}
+
+/// What delta needs to know about a deleted item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub created_seq: u64,
+    pub deleted_seq: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +88,12 @@ pub struct Item {
     pub version: u64,
     pub etag_guid: String,
     pub author_app: String,
+    /// The list change number that created the item.
+    #[serde(default)]
+    pub created_seq: u64,
+    /// The list change number of its latest create or update.
+    #[serde(default)]
+    pub changed_seq: u64,
 }
 
 /// Graph's timestamp format: UTC, whole seconds, `Z`.
@@ -218,6 +245,78 @@ impl List {
 
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Takes the next change number.
+    pub fn next_change(&mut self) -> u64 {
+        self.change_seq += 1;
+        self.change_seq
+    }
+
+    /// Builds the uniqueness index when it is missing (after a load or a column change).
+    pub fn ensure_unique_index(&mut self) {
+        if self.unique_index.is_some() {
+            return;
+        }
+        let mut index: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for column in self.columns.iter().filter(|c| c.enforce_unique_values) {
+            let values = index.entry(column.name.clone()).or_default();
+            for item in self.items.values() {
+                if let Some(key) = item.fields.get(&column.name).and_then(unique_key) {
+                    values.insert(key, item.id);
+                }
+            }
+        }
+        self.unique_index = Some(index);
+    }
+
+    /// The item other than `except` holding `value` in unique column `column`, if any.
+    pub fn unique_owner(&self, column: &str, value: &Value, except: Option<i64>) -> Option<i64> {
+        let key = unique_key(value)?;
+        match &self.unique_index {
+            Some(index) => index
+                .get(column)?
+                .get(&key)
+                .copied()
+                .filter(|id| Some(*id) != except),
+            None => self
+                .items
+                .values()
+                .find(|item| {
+                    Some(item.id) != except
+                        && item.fields.get(column).and_then(unique_key).as_ref() == Some(&key)
+                })
+                .map(|item| item.id),
+        }
+    }
+
+    /// Keeps the uniqueness index in step with an item's fields (`None`: the item is gone).
+    pub fn reindex(
+        &mut self,
+        id: i64,
+        old: Option<&Map<String, Value>>,
+        new: Option<&Map<String, Value>>,
+    ) {
+        let Some(index) = self.unique_index.as_mut() else {
+            return;
+        };
+        for (column, values) in index.iter_mut() {
+            if let Some(key) = old.and_then(|f| f.get(column)).and_then(unique_key) {
+                values.remove(&key);
+            }
+            if let Some(key) = new.and_then(|f| f.get(column)).and_then(unique_key) {
+                values.insert(key, id);
+            }
+        }
+    }
+}
+
+/// SharePoint compares unique values case-insensitively.
+fn unique_key(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.to_lowercase()),
+        other => Some(other.to_string()),
     }
 }
 

@@ -626,6 +626,7 @@ async fn throttling_rewards_clients_that_honour_retry_after() {
         throttle: ThrottleConfig {
             enabled: true,
             resource_units_per_minute: 10,
+            ..ThrottleConfig::default()
         },
         ..EmulatorConfig::default()
     };
@@ -662,6 +663,7 @@ async fn injected_faults_are_deterministic() {
             rate_503: 0.2,
             retry_after_seconds: 0.5,
             kinds: Vec::new(),
+            ..FaultConfig::default()
         });
         let mut statuses = Vec::new();
         for _ in 0..20 {

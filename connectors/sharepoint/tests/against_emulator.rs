@@ -220,6 +220,7 @@ async fn throttling_and_faults_lose_nothing_and_duplicate_nothing() {
         rate_503: 0.02,
         retry_after_seconds: 0.01,
         kinds: Vec::new(),
+        ..FaultConfig::default()
     });
     let ops: Vec<WriteOp> = (0..3000)
         .map(|i| create(&format!("f{i}"), &format!("Item {i}"), "ok"))

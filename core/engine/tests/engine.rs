@@ -168,6 +168,7 @@ async fn failed_writes_are_dead_lettered_and_retried_from_the_raw_row() {
             rate_503: 0.0,
             retry_after_seconds: 0.0,
             kinds: vec!["item.create".into()],
+            ..FaultConfig::default()
         });
         let report = fx
             .engine
