@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use syncbridge_graph_emulator::{
-    Emulator, EmulatorConfig, FaultConfig, RunningEmulator, ThrottleConfig,
+    BehaviourConfig, Emulator, EmulatorConfig, FaultConfig, RunningEmulator, ThrottleConfig,
 };
 
 struct Client {
@@ -712,4 +712,621 @@ async fn data_file_survives_restarts() {
         .await;
     assert_eq!((status, list["displayName"].as_str()), (200, Some("Kept")));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Follows one delta round from `url` to its deltaLink: (entries in order, deltaLink, pages).
+async fn delta_round(client: &Client, url: &str) -> (Vec<Value>, String, usize) {
+    let mut url = url.to_owned();
+    let mut entries = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, _, page) = client.call(reqwest::Method::GET, &url, None).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        assert!(
+            page["@odata.context"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("$metadata#Collection(listItem)")),
+            "{page}"
+        );
+        entries.extend(page["value"].as_array().expect("value").iter().cloned());
+        match (
+            page["@odata.nextLink"].as_str(),
+            page["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(next), None) => url = next.to_owned(),
+            (None, Some(delta)) => return (entries, delta.to_owned(), pages),
+            _ => panic!("a delta page carries exactly one of nextLink and deltaLink: {page}"),
+        }
+    }
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn delta_enumerates_then_reports_changes_and_deletions() {
+    let client = start(EmulatorConfig::default()).await;
+    let site = client.site_id().await;
+    let list = client.list(&site, "Tracked", true).await;
+    let items = format!("/sites/{site}/lists/{list}/items");
+    for i in 1..=5 {
+        let (status, _, _) = client
+            .call(
+                reqwest::Method::POST,
+                &items,
+                Some(json!({"fields": {"Title": format!("t{i}"), "Key": format!("k{i}")}})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+
+    // Initial enumeration: every item, paged by the first call's $top, fields expanded on every
+    // page although only the first call asked (§6.1: options are encoded into the links).
+    let (entries, delta_link, pages) =
+        delta_round(&client, &format!("{items}/delta?$top=2&$expand=fields")).await;
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = entries.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+    assert!(entries.iter().all(|e| e["fields"]["Title"].is_string()));
+    // §6.2 first page: the item properties of the spec's example.
+    for key in [
+        "createdDateTime",
+        "eTag",
+        "id",
+        "lastModifiedDateTime",
+        "webUrl",
+        "createdBy",
+        "parentReference",
+        "contentType",
+    ] {
+        assert!(
+            entries[0].get(key).is_some(),
+            "{key} missing: {}",
+            entries[0]
+        );
+    }
+    assert!(delta_link.starts_with(&client.emulator.base_url()));
+    assert!(delta_link.contains("/items/delta?token="), "{delta_link}");
+
+    // Nothing changed: an empty round with a new deltaLink.
+    let (entries, delta_link, _) = delta_round(&client, &delta_link).await;
+    assert!(entries.is_empty(), "{entries:?}");
+
+    // Update 1 twice, delete 2, create 6 and delete it again, create 7.
+    for title in ["first edit", "second edit"] {
+        let (status, _, _) = client
+            .call(
+                reqwest::Method::PATCH,
+                &format!("{items}/1/fields"),
+                Some(json!({"Title": title})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        client
+            .call(reqwest::Method::DELETE, &format!("{items}/2"), None)
+            .await
+            .0,
+        204
+    );
+    for key in ["k6", "k7"] {
+        client
+            .call(
+                reqwest::Method::POST,
+                &items,
+                Some(json!({"fields": {"Title": key, "Key": key}})),
+            )
+            .await;
+    }
+    client
+        .call(reqwest::Method::DELETE, &format!("{items}/6"), None)
+        .await;
+
+    let (entries, next_link, _) = delta_round(&client, &delta_link).await;
+    let ids: Vec<&str> = entries.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        ["1", "2", "7"],
+        "latest state once per item; created-and-deleted item 6 not reported"
+    );
+    assert_eq!(entries[0]["fields"]["Title"], "second edit");
+    // §6.2 last page: a deletion is the id, the site, the content type and the deleted facet,
+    // without fields.
+    assert_eq!(
+        keys(&entries[1]),
+        ["contentType", "deleted", "id", "parentReference"]
+    );
+    assert_eq!(entries[1]["deleted"], json!({"state": "deleted"}));
+    assert_eq!(entries[1]["parentReference"], json!({"siteId": site}));
+    assert_eq!(entries[1]["contentType"]["name"], "Item");
+
+    // token=latest: no items, a deltaLink from now on.
+    let (status, _, latest) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("{items}/delta?token=latest"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["value"], json!([]));
+    let latest_link = latest["@odata.deltaLink"].as_str().expect("deltaLink");
+    client
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{items}/3/fields"),
+            Some(json!({"Title": "after latest"})),
+        )
+        .await;
+    let (entries, _, _) = delta_round(&client, latest_link).await;
+    let ids: Vec<&str> = entries.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, ["3"]);
+    // The round before `latest` sees the same change.
+    let (entries, _, _) = delta_round(&client, &next_link).await;
+    assert_eq!(entries.len(), 1);
+
+    // Cost and counts: delta requests are their own kind.
+    let counts = client.emulator.counts();
+    assert!(counts.get("item.delta", 200) >= 8, "{counts:?}");
+}
+
+#[tokio::test]
+async fn stale_delta_tokens_get_410_with_a_fresh_enumeration() {
+    let client = start(EmulatorConfig::default()).await;
+    let site = client.site_id().await;
+    let list = client.list(&site, "Stale", false).await;
+    let items = format!("/sites/{site}/lists/{list}/items");
+    client
+        .call(
+            reqwest::Method::POST,
+            &items,
+            Some(json!({"fields": {"Title": "one"}})),
+        )
+        .await;
+    let (_, delta_link, _) = delta_round(&client, &format!("{items}/delta?expand=fields")).await;
+
+    client.emulator.reset_delta();
+    let (status, headers, body) = client.call(reqwest::Method::GET, &delta_link, None).await;
+    assert_eq!(status, 410, "{body}");
+    assert_graph_error(&body, "resyncChangesApplyDifferences");
+    assert_eq!(body["error"]["innerError"]["code"], "resyncRequired");
+    let location = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location header")
+        .to_owned();
+    // The Location starts a fresh enumeration that keeps the original options.
+    let (entries, _, _) = delta_round(&client, &location).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["fields"]["Title"], "one");
+
+    // Garbage is a bad request, not a resync.
+    let (status, _, body) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("{items}/delta?token=not-a-token"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_graph_error(&body, "invalidRequest");
+
+    // Token lifetime (§14) and the other resync code are settings.
+    client.emulator.set_behaviour(BehaviourConfig {
+        delta_token_lifetime_seconds: 1,
+        delta_resync_code: "resyncChangesUploadDifferences".into(),
+        ..BehaviourConfig::default()
+    });
+    let (_, delta_link, _) = delta_round(&client, &format!("{items}/delta")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, _, body) = client.call(reqwest::Method::GET, &delta_link, None).await;
+    assert_eq!(status, 410);
+    assert_graph_error(&body, "resyncChangesUploadDifferences");
+}
+
+#[tokio::test]
+async fn delta_replays_are_a_setting() {
+    let client = start(EmulatorConfig::default()).await;
+    let site = client.site_id().await;
+    let list = client.list(&site, "Replay", false).await;
+    let items = format!("/sites/{site}/lists/{list}/items");
+    for title in ["a", "b"] {
+        client
+            .call(
+                reqwest::Method::POST,
+                &items,
+                Some(json!({"fields": {"Title": title}})),
+            )
+            .await;
+    }
+    let (_, quiet_link, _) = delta_round(&client, &format!("{items}/delta")).await;
+    client.emulator.set_behaviour(BehaviourConfig {
+        delta_replay_changes: 1,
+        ..BehaviourConfig::default()
+    });
+    let (entries, _, _) = delta_round(&client, &quiet_link).await;
+    let ids: Vec<&str> = entries.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, ["2"], "the last change before the token is sent again");
+}
+
+/// One GET returning (status, header value by name).
+async fn get_with_headers(client: &Client, path: &str) -> (u16, reqwest::header::HeaderMap) {
+    let (status, headers, _) = client.call(reqwest::Method::GET, path, None).await;
+    (status, headers)
+}
+
+fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+#[tokio::test]
+async fn rate_limit_headers_appear_from_80_percent_of_the_budget() {
+    let config = EmulatorConfig {
+        throttle: ThrottleConfig {
+            enabled: true,
+            resource_units_per_minute: 10,
+            ..ThrottleConfig::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    let client = start(config).await;
+    // A site read costs 1 resource unit.
+    let path = "/sites/contoso.sharepoint.com:/sites/projects";
+    for used in 1..=10u64 {
+        let (status, headers) = get_with_headers(&client, path).await;
+        assert_eq!(status, 200);
+        if used < 8 {
+            assert!(headers.get("ratelimit-limit").is_none(), "at {used}/10");
+        } else {
+            assert_eq!(header(&headers, "ratelimit-limit"), Some(10));
+            assert_eq!(header(&headers, "ratelimit-remaining"), Some(10 - used));
+            assert!(header(&headers, "ratelimit-reset").is_some_and(|r| r <= 60));
+        }
+    }
+    let (status, headers) = get_with_headers(&client, path).await;
+    assert_eq!(status, 429);
+    let retry_after = header(&headers, "retry-after").expect("Retry-After");
+    assert_eq!(header(&headers, "ratelimit-remaining"), Some(0));
+    assert_eq!(header(&headers, "ratelimit-reset"), Some(retry_after));
+
+    // An injected 429 is "another limit": Retry-After without RateLimit headers (§8.4).
+    let client = start(EmulatorConfig::default()).await;
+    client.emulator.set_faults(FaultConfig {
+        rate_429: 1.0,
+        retry_after_seconds: 9.0,
+        ..FaultConfig::default()
+    });
+    let (status, headers) = get_with_headers(&client, path).await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&headers, "retry-after"), Some(9));
+    assert!(headers.get("ratelimit-limit").is_none());
+
+    // "503 when told to".
+    let config = EmulatorConfig {
+        throttle: ThrottleConfig {
+            enabled: true,
+            resource_units_per_minute: 1,
+            respond_with: 503,
+            ..ThrottleConfig::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    let client = start(config).await;
+    assert_eq!(get_with_headers(&client, path).await.0, 200);
+    let (status, _, body) = client.call(reqwest::Method::GET, path, None).await;
+    assert_eq!(status, 503);
+    assert_graph_error(&body, "serviceNotAvailable");
+}
+
+#[tokio::test]
+async fn honouring_retry_after_completes_and_ignoring_it_escalates() {
+    let config = EmulatorConfig {
+        throttle: ThrottleConfig {
+            enabled: true,
+            resource_units_per_minute: 20,
+            window_seconds: 1,
+            ..ThrottleConfig::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    // A polite client: 25 creates (50 RU, 2.5 windows), waiting out every 429.
+    let polite = start(config.clone()).await;
+    let site = polite.site_id().await;
+    let list = polite.list(&site, "Polite", false).await;
+    let items = format!("/sites/{site}/lists/{list}/items");
+    let mut throttled = 0;
+    for i in 0..25 {
+        loop {
+            let (status, headers, body) = polite
+                .call(
+                    reqwest::Method::POST,
+                    &items,
+                    Some(json!({"fields": {"Title": format!("p{i}")}})),
+                )
+                .await;
+            if status == 201 {
+                break;
+            }
+            assert_eq!(status, 429, "{body}");
+            throttled += 1;
+            let wait = header(&headers, "retry-after").expect("Retry-After");
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+    }
+    let counts = polite.emulator.counts();
+    assert_eq!(counts.get("item.create", 201), 25);
+    assert!(throttled >= 1, "the budget was reached");
+    assert_eq!(counts.before_retry_after, 0, "{counts:?}");
+
+    // An impolite client retries at once: each early request lengthens the wait.
+    let rude = start(config).await;
+    let path = "/sites/contoso.sharepoint.com:/sites/projects";
+    let mut waits = Vec::new();
+    for _ in 0..30 {
+        let (status, headers) = get_with_headers(&rude, path).await;
+        if status == 429 {
+            waits.push(header(&headers, "retry-after").expect("Retry-After"));
+        }
+    }
+    assert!(waits.len() >= 8, "{waits:?}");
+    assert!(
+        waits.last() > waits.first() && waits.windows(2).all(|w| w[1] >= w[0]),
+        "Retry-After escalates for a client that ignores it: {waits:?}"
+    );
+    let counts = rude.emulator.counts();
+    assert_eq!(counts.before_retry_after, waits.len() as u64 - 1);
+    assert_eq!(counts.get("site.get", 429), waits.len() as u64);
+}
+
+#[tokio::test]
+async fn server_errors_latency_drops_and_early_token_expiry() {
+    let client = start(EmulatorConfig::default()).await;
+    let site = client.site_id().await;
+    let list = client.list(&site, "Faults", false).await;
+    let items = format!("/sites/{site}/lists/{list}/items");
+
+    client.emulator.set_faults(FaultConfig {
+        rate_500: 1.0,
+        ..FaultConfig::default()
+    });
+    let (status, _, body) = client.call(reqwest::Method::GET, &items, None).await;
+    assert_eq!(status, 500);
+    assert_graph_error(&body, "generalException");
+    client.emulator.set_faults(FaultConfig {
+        rate_504: 1.0,
+        kinds: vec!["item.list".into()],
+        ..FaultConfig::default()
+    });
+    let (status, _, body) = client.call(reqwest::Method::GET, &items, None).await;
+    assert_eq!(status, 504);
+    assert_graph_error(&body, "gatewayTimeout");
+    assert_eq!(
+        client
+            .call(reqwest::Method::GET, &format!("/sites/{site}"), None)
+            .await
+            .0,
+        200,
+        "faults apply only to the kinds named"
+    );
+
+    // Latency.
+    client.emulator.set_faults(FaultConfig {
+        latency_ms: 300,
+        ..FaultConfig::default()
+    });
+    let started = std::time::Instant::now();
+    client.call(reqwest::Method::GET, &items, None).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+    // A dropped connection: the create happened, the client cannot read the answer.
+    client.emulator.set_faults(FaultConfig {
+        rate_drop: 1.0,
+        kinds: vec!["item.create".into()],
+        ..FaultConfig::default()
+    });
+    let response = client
+        .http
+        .post(format!("{}{items}", client.emulator.base_url()))
+        .bearer_auth(&client.token)
+        .json(&json!({"fields": {"Title": "lost answer"}}))
+        .send()
+        .await;
+    let read = match response {
+        Ok(response) => response.json::<Value>().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    assert!(read.is_err(), "the body must be cut off");
+    client.emulator.set_faults(FaultConfig::default());
+    let (_, _, page) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("{items}?expand=fields"),
+            None,
+        )
+        .await;
+    assert_eq!(page["value"][0]["fields"]["Title"], "lost answer");
+    assert_eq!(client.emulator.counts().kind("item.create.dropped"), 1);
+
+    // Early token expiry: 401 expired, and the token stays unusable.
+    client.emulator.set_faults(FaultConfig {
+        rate_token_expiry: 1.0,
+        kinds: vec!["site.get".into()],
+        ..FaultConfig::default()
+    });
+    let (status, _, body) = client
+        .call(reqwest::Method::GET, &format!("/sites/{site}"), None)
+        .await;
+    assert_eq!(status, 401);
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    client.emulator.set_faults(FaultConfig::default());
+    assert_eq!(
+        client.call(reqwest::Method::GET, &items, None).await.0,
+        401,
+        "the revoked token stays expired"
+    );
+}
+
+#[tokio::test]
+async fn faults_and_settings_over_the_admin_endpoint() {
+    let client = start(EmulatorConfig::default()).await;
+    let admin = client.emulator.admin_url();
+    let response = client
+        .http
+        .post(format!("{admin}/faults"))
+        .json(&json!({"rate_429": 1.5}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rate_429") && m.contains("between 0.0 and 1.0")),
+        "{body}"
+    );
+    let response = client
+        .http
+        .post(format!("{admin}/faults"))
+        .json(&json!({"seed": 3, "rate_503": 1.0, "retry_after_seconds": 2}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, headers, _) = client
+        .call(
+            reqwest::Method::GET,
+            "/sites/contoso.sharepoint.com:/sites/projects",
+            None,
+        )
+        .await;
+    assert_eq!((status, header(&headers, "retry-after")), (503, Some(2)));
+    let config: Value = client
+        .http
+        .get(format!("{admin}/config"))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(config["faults"]["rate_503"], 1.0);
+    assert_eq!(config["behaviour"]["enforce_choices"], false);
+    let response = client
+        .http
+        .post(format!("{admin}/behaviour"))
+        .json(&json!({"delta_resync_code": "resyncEverything"}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(response.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn unsettled_behaviours_are_settings() {
+    let client = start(EmulatorConfig {
+        max_page_size: 3,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let site = client.site_id().await;
+    let body = json!({
+        "displayName": "Settings",
+        "columns": [
+            {"name": "Colour", "choice": {"choices": ["Red", "Green"]}},
+            {"name": "Owner", "text": {}, "required": true},
+            {"name": "Due", "dateTime": {"format": "dateOnly"}},
+            {"name": "At", "dateTime": {"format": "dateTime"}},
+        ],
+    });
+    let (status, _, list) = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/sites/{site}/lists"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let items = format!(
+        "/sites/{site}/lists/{}/items",
+        list["id"].as_str().expect("id")
+    );
+    let create = |fields: Value| {
+        let client = &client;
+        let items = items.clone();
+        async move {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &items,
+                    Some(json!({"fields": fields})),
+                )
+                .await
+        }
+    };
+
+    // Defaults: choices and `required` not enforced; dates in UTC.
+    let (status, _, item) =
+        create(json!({"Colour": "Blue", "Due": "2024-05-01", "At": "2024-05-01T13:00:00+02:00"}))
+            .await;
+    assert_eq!(status, 201, "{item}");
+    assert_eq!(item["fields"]["Due"], "2024-05-01T00:00:00Z");
+    assert_eq!(item["fields"]["At"], "2024-05-01T11:00:00Z");
+
+    client.emulator.set_behaviour(BehaviourConfig {
+        enforce_choices: true,
+        enforce_required: true,
+        site_utc_offset_minutes: -300,
+        precondition_failed_message: "custom 412".into(),
+        ..BehaviourConfig::default()
+    });
+    let (status, _, body) = create(json!({"Colour": "Blue", "Owner": "me"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'Blue'") && m.contains("Colour")),
+        "{body}"
+    );
+    let (status, _, body) = create(json!({"Colour": "Red"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["message"], "Field 'Owner' is required.");
+    // A date-only value is local midnight of a UTC-5 site, read back in UTC (§10, §12.8).
+    let (status, _, item) =
+        create(json!({"Colour": "Red", "Owner": "me", "Due": "2024-05-01"})).await;
+    assert_eq!(status, 201, "{item}");
+    assert_eq!(item["fields"]["Due"], "2024-05-01T05:00:00Z");
+    let id = item["id"].as_str().expect("id");
+    let response = client
+        .http
+        .patch(format!("{}{items}/{id}/fields", client.emulator.base_url()))
+        .bearer_auth(&client.token)
+        .header("If-Match", "\"stale,1\"")
+        .json(&json!({"Owner": "you"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status().as_u16(), 412);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "custom 412");
+
+    // `$top` above the maximum is clamped to it.
+    for owner in ["a", "b", "c"] {
+        create(json!({"Owner": owner})).await;
+    }
+    let (_, _, page) = client
+        .call(reqwest::Method::GET, &format!("{items}?$top=5000"), None)
+        .await;
+    assert_eq!(page["value"].as_array().map(Vec::len), Some(3));
+    assert!(page["@odata.nextLink"].is_string());
 }
