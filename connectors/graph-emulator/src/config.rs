@@ -56,6 +56,10 @@ pub struct SiteConfig {
     pub path: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Lists that exist from the start, each written as the body of Graph's create-list call:
+    /// `{displayName, description?, columns: [columnDefinition…], list: {template}}`.
+    #[serde(default)]
+    pub lists: Vec<serde_json::Value>,
 }
 
 /// SharePoint's resource-unit throttling, per app per tenant per minute.
@@ -185,6 +189,7 @@ impl Default for EmulatorConfig {
                 hostname: "contoso.sharepoint.com".to_owned(),
                 path: "/sites/projects".to_owned(),
                 display_name: Some("Projects".to_owned()),
+                lists: Vec::new(),
             }],
             token_lifetime_seconds: 3599,
             default_page_size: 200,

@@ -176,7 +176,8 @@ pub struct Graph {
 }
 
 impl Graph {
-    pub fn new(config: EmulatorConfig, data: Data, base_url: String) -> Self {
+    /// The emulator over `data`, with the configured sites and lists added where missing.
+    pub fn new(config: EmulatorConfig, data: Data, base_url: String) -> Result<Self, String> {
         let mut data = data;
         for site in &config.sites {
             if !data
@@ -193,7 +194,7 @@ impl Graph {
             }
         }
         let rolls = FaultRolls::new(config.faults.seed);
-        Self {
+        let mut graph = Self {
             config,
             data,
             tokens: HashMap::new(),
@@ -201,7 +202,65 @@ impl Graph {
             counts: RequestCounts::default(),
             rolls,
             base_url,
+        };
+        graph.create_configured_lists()?;
+        Ok(graph)
+    }
+
+    /// Creates the lists the configuration names that do not exist yet.
+    fn create_configured_lists(&mut self) -> Result<(), String> {
+        let wanted: Vec<(String, String, Value)> = self
+            .config
+            .sites
+            .iter()
+            .flat_map(|site| {
+                site.lists
+                    .iter()
+                    .map(|list| (site.hostname.clone(), site.path.clone(), list.clone()))
+            })
+            .collect();
+        for (hostname, path, body) in wanted {
+            let Some(site_index) = self
+                .data
+                .sites
+                .iter()
+                .position(|s| s.hostname == hostname && s.path == path)
+            else {
+                continue;
+            };
+            let name = body
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if self.data.sites[site_index]
+                .lists
+                .iter()
+                .any(|l| l.display_name.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            let request = Request {
+                method: "POST".into(),
+                path: String::new(),
+                query: Vec::new(),
+                headers: HashMap::new(),
+                body: serde_json::to_vec(&body).unwrap_or_default(),
+            };
+            let response = self.create_list(site_index, &request);
+            if response.status != 201 {
+                let message = response
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.pointer("/error/message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("refused")
+                    .to_owned();
+                return Err(format!(
+                    "sites[{hostname}:{path}].lists '{name}' cannot be created: {message}"
+                ));
+            }
         }
+        Ok(())
     }
 
     pub fn set_faults(&mut self, faults: crate::config::FaultConfig) {

@@ -115,7 +115,8 @@ impl Emulator {
             .local_addr()
             .map_err(|source| EmulatorError::Bind { addr, source })?;
         let base_url = format!("http://{addr}/v1.0");
-        let graph: Shared = Arc::new(Mutex::new(Graph::new(config, data, base_url)));
+        let graph = Graph::new(config, data, base_url).map_err(EmulatorError::Config)?;
+        let graph: Shared = Arc::new(Mutex::new(graph));
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(graph.clone());
@@ -384,6 +385,9 @@ fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Resp
             );
         }
     }
+    if let Err(response) = check_dependencies(requests) {
+        return response;
+    }
     let mut graph = lock(graph);
     graph.count("batch", 200);
     let mut statuses: HashMap<String, u16> = HashMap::new();
@@ -432,6 +436,61 @@ fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Resp
     }
 }
 
+/// `dependsOn` rules (§7.2): a dependency must come earlier in the array, and a batch is either
+/// fully parallel (no `dependsOn`) or fully sequential (each request after the first depends on
+/// the one before it).
+fn check_dependencies(requests: &[Value]) -> Result<(), Response> {
+    let depends = |request: &Value| -> Vec<String> {
+        request
+            .get("dependsOn")
+            .and_then(Value::as_array)
+            .map(|d| {
+                d.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let id = |request: &Value| {
+        request
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for request in requests {
+        for dependency in depends(request) {
+            if !seen.contains(&dependency) {
+                return Err(graph_error(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "Invalid dependency for request Id {}: '{dependency}' must come earlier in the batch.",
+                        id(request)
+                    ),
+                ));
+            }
+        }
+        seen.insert(id(request));
+    }
+    let parallel = requests.iter().all(|r| depends(r).is_empty());
+    let sequential = requests
+        .windows(2)
+        .all(|pair| depends(&pair[1]) == vec![id(&pair[0])])
+        && requests.first().is_none_or(|r| depends(r).is_empty());
+    if parallel || sequential {
+        Ok(())
+    } else {
+        Err(graph_error(
+            400,
+            "BadRequest",
+            "Batch should be either fully sequential or fully parallel.",
+        ))
+    }
+}
+
 fn admin_request(graph: &Shared, method: &str, path: &str, body: &[u8]) -> Response {
     let ok = |body: Value| Response {
         status: 200,
@@ -444,10 +503,14 @@ fn admin_request(graph: &Shared, method: &str, path: &str, body: &[u8]) -> Respo
         ("GET", "/state") => ok(serde_json::to_value(&graph.data).unwrap_or_default()),
         ("POST", "/reset") => {
             let config = graph.config.clone();
-            let fresh = Graph::new(config, Data::default(), String::new());
-            graph.data = fresh.data;
-            graph.counts = RequestCounts::default();
-            ok(json!({"reset": true}))
+            match Graph::new(config, Data::default(), String::new()) {
+                Ok(fresh) => {
+                    graph.data = fresh.data;
+                    graph.counts = RequestCounts::default();
+                    ok(json!({"reset": true}))
+                }
+                Err(error) => graph_error(500, "generalException", &error),
+            }
         }
         ("POST", "/expire-tokens") => {
             graph.expire_tokens();

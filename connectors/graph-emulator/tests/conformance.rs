@@ -586,7 +586,6 @@ async fn batch_limits_ids_and_per_request_status() {
             })
             .expect("object"),
         json!({"id": "3", "method": "DELETE", "url": format!("/sites/{site}/lists/{list}/items/99")}),
-        json!({"id": "4", "method": "GET", "url": format!("/sites/{site}/lists/{list}/items/1"), "dependsOn": ["3"]}),
     ];
     let (status, _, batch) = client
         .call(
@@ -609,15 +608,91 @@ async fn batch_limits_ids_and_per_request_status() {
         .collect();
     assert_eq!(
         statuses,
-        vec![
-            ("1".into(), 201),
-            ("2".into(), 409),
-            ("3".into(), 404),
-            ("4".into(), 424)
-        ]
+        vec![("1".into(), 201), ("2".into(), 409), ("3".into(), 404)]
     );
     assert_eq!(batch["responses"][0]["body"]["id"], "1");
     assert_eq!(client.emulator.counts().get("item.create", 201), 1);
+
+    // A fully sequential batch: a failure cascades as 424 Failed Dependency.
+    let missing = format!("/sites/{site}/lists/{list}/items/99");
+    let (status, _, batch) = client
+        .call(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({"requests": [
+                {"id": "a", "method": "GET", "url": missing},
+                {"id": "b", "method": "GET", "url": missing, "dependsOn": ["a"]},
+                {"id": "c", "method": "GET", "url": missing, "dependsOn": ["B"]},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let statuses: Vec<u64> = batch["responses"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [404, 424, 424]);
+
+    // Mixed graphs and forward references are refused whole.
+    let (status, _, body) = client
+        .call(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({"requests": [
+                {"id": "a", "method": "GET", "url": missing},
+                {"id": "b", "method": "GET", "url": missing},
+                {"id": "c", "method": "GET", "url": missing, "dependsOn": ["a"]},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "Batch should be either fully sequential or fully parallel."
+    );
+    let (status, _, body) = client
+        .call(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({"requests": [
+                {"id": "a", "method": "GET", "url": missing, "dependsOn": ["b"]},
+                {"id": "b", "method": "GET", "url": missing},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Invalid dependency for request Id a")),
+        "{body}"
+    );
+
+    // Throttling inside a batch: each request is charged on its own; the batch is still 200
+    // and the throttled ones carry 429 with Retry-After in their own headers (§7.2).
+    client.emulator.set_throttle(ThrottleConfig {
+        enabled: true,
+        resource_units_per_minute: 6,
+        ..ThrottleConfig::default()
+    });
+    let (status, _, batch) = client
+        .call(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(json!({"requests": (10..15).map(create).collect::<Vec<_>>()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let responses = batch["responses"].as_array().expect("array");
+    let created = responses.iter().filter(|r| r["status"] == 201).count();
+    let throttled: Vec<&Value> = responses.iter().filter(|r| r["status"] == 429).collect();
+    assert_eq!((created, throttled.len()), (3, 2), "{batch}");
+    for response in throttled {
+        assert!(response["headers"]["Retry-After"].is_string(), "{response}");
+        assert_eq!(response["body"]["error"]["code"], "TooManyRequests");
+    }
 }
 
 #[tokio::test]
@@ -1329,4 +1404,63 @@ async fn unsettled_behaviours_are_settings() {
         .await;
     assert_eq!(page["value"].as_array().map(Vec::len), Some(3));
     assert!(page["@odata.nextLink"].is_string());
+}
+
+#[tokio::test]
+async fn the_example_config_loads_with_its_pre_created_list() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/emulator/settings.yaml");
+    let config =
+        EmulatorConfig::from_file(&path).expect("examples/emulator/settings.yaml is valid");
+    let client = start(config).await;
+    let site = client.site_id().await;
+    let (status, _, list) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("/sites/{site}/lists/Contacts"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let (_, _, columns) = client
+        .call(
+            reqwest::Method::GET,
+            &format!("/sites/{site}/lists/Contacts/columns"),
+            None,
+        )
+        .await;
+    let email = columns["value"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .find(|c| c["name"] == "Email")
+        .expect("Email column");
+    assert_eq!(email["indexed"], true);
+    assert_eq!(email["enforceUniqueValues"], true);
+
+    // A bad setting names itself and the fix.
+    let dir = std::env::temp_dir().join(format!("sb-emulator-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "faults:\n  rate_504: 2\n").expect("write");
+    let error = EmulatorConfig::from_file(&bad).expect_err("rate over 1 refused");
+    assert!(
+        error.to_string().contains("faults.rate_504")
+            && error.to_string().contains("between 0.0 and 1.0"),
+        "{error}"
+    );
+    std::fs::write(
+        &bad,
+        "sites:\n  - {hostname: h, path: /p, lists: [{displayName: X, name: x}]}\n",
+    )
+    .expect("write");
+    let config = EmulatorConfig::from_file(&bad).expect("parses");
+    let error = Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect_err("a list body Graph refuses");
+    assert!(
+        error.to_string().contains("'X' cannot be created"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
