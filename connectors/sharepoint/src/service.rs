@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::auth::TokenSource;
 use crate::config::SharePointConfig;
+use crate::pacing::{AdaptiveLimit, Pacer, estimate_cost};
 
 /// What a status means for the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,10 @@ pub struct GraphService {
     tokens: TokenSource,
     /// Nobody sends before this instant (the tenant was told to wait).
     paused_until: Mutex<Option<Instant>>,
+    /// Requests in flight, adapted to how the service answers.
+    pub(crate) limit: AdaptiveLimit,
+    /// Spreads the rest of the resource-unit budget once `RateLimit-*` headers appear.
+    pub(crate) pacer: Pacer,
 }
 
 impl std::fmt::Debug for GraphService {
@@ -101,11 +106,14 @@ impl GraphService {
             .build()
             .map_err(|e| ConnectorError::internal(format!("cannot build the HTTP client: {e}")))?;
         let tokens = TokenSource::new(http.clone(), &config);
+        let config_concurrency = config.concurrency;
         Ok(Self {
             http,
             config,
             tokens,
             paused_until: Mutex::new(None),
+            limit: AdaptiveLimit::new(config_concurrency),
+            pacer: Pacer::default(),
         })
     }
 
@@ -148,6 +156,22 @@ impl GraphService {
         );
     }
 
+    /// Feeds `RateLimit-Remaining` / `RateLimit-Reset` (from a response or a batch entry) to the
+    /// pacer.
+    pub fn observe_rate_limit(&self, remaining: Option<&str>, reset: Option<&str>) {
+        if let (Some(remaining), Some(reset)) = (
+            remaining.and_then(|r| r.trim().parse::<u32>().ok()),
+            reset.and_then(parse_retry_after),
+        ) {
+            self.pacer.observe(remaining, reset);
+        }
+    }
+
+    /// The current number of requests allowed in flight.
+    pub fn concurrency(&self) -> usize {
+        self.limit.current()
+    }
+
     fn backoff(attempt: u32) -> Duration {
         let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
         let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
@@ -164,10 +188,13 @@ impl GraphService {
         extra_headers: &[(&str, &str)],
     ) -> Result<GraphResponse, ConnectorError> {
         let url = self.url(path);
+        let cost = estimate_cost(&method, path, body);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
             self.wait_for_gate().await;
+            self.pacer.reserve(cost).await;
+            let _slot = self.limit.acquire().await;
             let token = self.token().await?;
             let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
             for (name, value) in extra_headers {
@@ -192,11 +219,23 @@ impl GraphService {
                 }
             };
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
+            self.observe_rate_limit(
+                header("ratelimit-remaining").as_deref(),
+                header("ratelimit-reset").as_deref(),
+            );
+            match status {
+                429 | 503 => self.limit.on_throttle(),
+                200..=299 => self.limit.on_success(),
+                _ => {}
+            }
             let text = match response.text().await {
                 Ok(text) => text,
                 Err(error) => {

@@ -186,6 +186,7 @@ impl SharePointTarget {
                 return Err(graph_failure("sending a $batch", &response));
             }
             let mut longest_wait: Option<Duration> = None;
+            let mut throttled = false;
             let mut still = Vec::new();
             for entry in response
                 .body
@@ -207,6 +208,21 @@ impl SharePointTarget {
                     .and_then(|s| u16::try_from(s).ok())
                     .unwrap_or(500);
                 let body = entry.get("body").cloned().unwrap_or(Json::Null);
+                let entry_header = |name: &str| {
+                    entry
+                        .get("headers")
+                        .and_then(Json::as_object)
+                        .and_then(|h| {
+                            h.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .and_then(|(_, v)| v.as_str())
+                        })
+                };
+                self.service.observe_rate_limit(
+                    entry_header("RateLimit-Remaining"),
+                    entry_header("RateLimit-Reset"),
+                );
+                throttled |= matches!(status, 429 | 503);
                 if classify(status) == Class::Retriable
                     && attempt < self.service.config.max_attempts
                 {
@@ -220,6 +236,9 @@ impl SharePointTarget {
                 } else if index < results.len() {
                     results[index] = Some((status, body));
                 }
+            }
+            if throttled {
+                self.service.limit.on_throttle();
             }
             for index in &pending {
                 if results[*index].is_none() && !still.contains(index) {
