@@ -106,7 +106,8 @@ pub fn graph_error_with_inner(status: u16, code: &str, message: &str, inner: &st
 pub struct RequestCounts {
     /// `"{kind} {status}"` → count, e.g. `"item.create 201"`.
     pub by_kind_and_status: std::collections::BTreeMap<String, u64>,
-    /// Requests that arrived while their app was told to wait (`Retry-After` not honoured).
+    /// HTTP requests that arrived while their app had been told to wait by a 429 or 503
+    /// (`Retry-After` not honoured). A `$batch` counts once, however many requests it holds.
     pub before_retry_after: u64,
     pub total: u64,
 }
@@ -143,6 +144,24 @@ struct Budget {
     penalty: Duration,
 }
 
+/// When an HTTP request arrived, before it waited for the state lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub at: Instant,
+}
+
+/// A `Retry-After` as the client received it.
+#[derive(Debug, Clone, Copy)]
+struct Advice {
+    given: Instant,
+    until: Instant,
+}
+
+/// The longest a request can have been in flight: sent by one of the client's workers before
+/// another worker had read and acted on a throttled answer. Such requests are not "early".
+/// The allowance is this or half the advised wait, whichever is shorter.
+const IN_FLIGHT: Duration = Duration::from_millis(50);
+
 /// One seeded random stream per kind of fault, so enabling one fault does not change which
 /// requests get the others.
 struct FaultRolls {
@@ -172,6 +191,17 @@ pub struct Graph {
     budgets: HashMap<(String, String), Budget>,
     pub counts: RequestCounts,
     rolls: FaultRolls,
+    /// Per app: the latest throttled answer's delivery and the end of its `Retry-After`.
+    advised: HashMap<(String, String), Advice>,
+    /// Whether the HTTP request being answered arrived before its app's advised time.
+    arrived_early: bool,
+    /// `Retry-After`s given while answering the current HTTP request; they take effect when the
+    /// answer is sent ([`Graph::deliver_advice`]), since the client cannot know them earlier.
+    pending_advice: Vec<((String, String), Option<u64>, Duration)>,
+    /// Requests answered 429/503, by fingerprint: the end of their advised wait. The same
+    /// request arriving again before then is a retry that ignored `Retry-After` (it cannot
+    /// have been in flight: the client is retrying because it read the answer).
+    throttled_requests: HashMap<u64, Instant>,
     pub(crate) base_url: String,
 }
 
@@ -201,6 +231,10 @@ impl Graph {
             budgets: HashMap::new(),
             counts: RequestCounts::default(),
             rolls,
+            advised: HashMap::new(),
+            arrived_early: false,
+            pending_advice: Vec::new(),
+            throttled_requests: HashMap::new(),
             base_url,
         };
         graph.create_configured_lists()?;
@@ -312,6 +346,44 @@ impl Graph {
         self.counts.total += 1;
     }
 
+    /// Notes the arrival of an HTTP request (a single request or a whole `$batch`): one sent
+    /// before the end of its app's latest `Retry-After` is counted, and lengthens throttling.
+    /// A request is early when it arrives before the end of the advised wait and after the
+    /// in-flight allowance ([`IN_FLIGHT`] or half the wait, whichever is shorter): a client that
+    /// retries at once, or after a fixed pause of its own, is caught; a request another worker
+    /// had already sent is not.
+    ///
+    /// Independently of timing, a request that repeats one answered 429/503 (same method, URL
+    /// and body; `fingerprints` holds one per request, several for a `$batch`) before the end of
+    /// its advised wait is early.
+    pub(crate) fn note_arrival(
+        &mut self,
+        headers: &HashMap<String, String>,
+        arrived: &Arrival,
+        fingerprints: &[u64],
+    ) {
+        self.throttled_requests
+            .retain(|_, until| *until > arrived.at);
+        let retried_early = fingerprints
+            .iter()
+            .any(|f| self.throttled_requests.contains_key(f));
+        let app = headers
+            .get("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|token| self.tokens.get(token))
+            .map(|t| (t.tenant.clone(), t.client_id.clone()));
+        self.arrived_early = app
+            .and_then(|app| self.advised.get(&app).copied())
+            .is_some_and(|advice| {
+                let allowance = IN_FLIGHT.min((advice.until - advice.given) / 2);
+                arrived.at > advice.given + allowance && arrived.at < advice.until
+            });
+        self.arrived_early |= retried_early;
+        if self.arrived_early {
+            self.counts.before_retry_after += 1;
+        }
+    }
+
     /// Answers one request (not `$batch`; see [`Graph::batch_item`]).
     pub fn handle(&mut self, request: &Request) -> Response {
         let (kind, response) = self.route(request);
@@ -348,9 +420,13 @@ impl Graph {
         let cost = resource_units(kind, request);
         let rate_limit = match self.throttle(&app, cost) {
             Ok(headers) => headers,
-            Err(response) => return (kind, response),
+            Err(response) => {
+                self.advise(&app, request, &response);
+                return (kind, response);
+            }
         };
         if let Some(response) = self.inject_fault(kind) {
+            self.advise(&app, request, &response);
             return (kind, response);
         }
         let mut response = self.graph(request, rest, &app.1);
@@ -439,6 +515,47 @@ impl Graph {
             200,
             json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
         )
+    }
+
+    /// Remembers the `Retry-After` a throttled answer gave the app.
+    fn advise(&mut self, app: &(String, String), request: &Request, response: &Response) {
+        let wait = response
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, value)| value.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0);
+        if let Some(seconds) = wait {
+            self.pending_advice.push((
+                app.clone(),
+                Some(fingerprint(request)),
+                Duration::from_secs_f64(seconds),
+            ));
+        }
+    }
+
+    /// The answer to the current HTTP request is being sent: its `Retry-After`s start now. An
+    /// answer that will be cut off (`dropped`) advises nothing: the client never reads it.
+    pub(crate) fn deliver_advice(&mut self, dropped: bool) {
+        let now = Instant::now();
+        let advice = std::mem::take(&mut self.pending_advice);
+        if dropped {
+            return;
+        }
+        for (app, request, wait) in advice {
+            if let Some(request) = request {
+                self.throttled_requests.insert(request, now + wait);
+            }
+            let until = now + wait;
+            let entry = self
+                .advised
+                .entry(app)
+                .or_insert(Advice { given: now, until });
+            *entry = Advice {
+                given: now,
+                until: entry.until.max(until),
+            };
+        }
     }
 
     /// Bumps every list's delta generation: outstanding tokens become stale.
@@ -533,8 +650,11 @@ impl Graph {
         };
         if let Some(until) = budget.blocked_until {
             if now < until {
-                self.counts.before_retry_after += 1;
                 budget.used = budget.used.saturating_add(cost);
+                if !self.arrived_early {
+                    // Sent with others in a batch before the client could know: no penalty.
+                    return Err(throttled(until - now));
+                }
                 // Ignoring Retry-After doubles the extra wait each time.
                 budget.penalty = (budget.penalty * 2).max(Duration::from_secs(1));
                 let until = until + budget.penalty;
@@ -969,51 +1089,14 @@ impl Graph {
     }
 
     /// Answers one `$batch` entry.
-    pub fn batch_item(&mut self, entry: &Value, headers: &HashMap<String, String>) -> Value {
+    /// Answers one `$batch` entry, unpacked by [`batch_request`].
+    pub fn batch_item(&mut self, entry: &Value, request: &Request) -> Value {
         let id = entry
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let method = entry
-            .get("method")
-            .and_then(Value::as_str)
-            .unwrap_or("GET")
-            .to_ascii_uppercase();
-        let url = entry.get("url").and_then(Value::as_str).unwrap_or_default();
-        let (path, query_text) = url.split_once('?').unwrap_or((url, ""));
-        let mut sub_headers: HashMap<String, String> = headers.clone();
-        if let Some(extra) = entry.get("headers").and_then(Value::as_object) {
-            for (k, v) in extra {
-                if let Some(v) = v.as_str() {
-                    sub_headers.insert(k.to_ascii_lowercase(), v.to_owned());
-                }
-            }
-        }
-        let body = entry
-            .get("body")
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
-        let decoded = percent_encoding::percent_decode_str(path)
-            .decode_utf8_lossy()
-            .into_owned();
-        let request = Request {
-            method,
-            path: format!(
-                "/v1.0{}",
-                if decoded.starts_with('/') {
-                    decoded
-                } else {
-                    format!("/{decoded}")
-                }
-            ),
-            query: form_urlencoded::parse(query_text.as_bytes())
-                .into_owned()
-                .collect(),
-            headers: sub_headers,
-            body,
-        };
-        let response = self.handle(&request);
+        let response = self.handle(request);
         let headers: Map<String, Value> = response
             .headers
             .iter()
@@ -1024,6 +1107,49 @@ impl Graph {
             map.insert("body".into(), body);
         }
         out
+    }
+}
+
+/// A `$batch` entry as a request of its own: URL relative to the version root, the batch's
+/// headers overlaid with the entry's.
+pub(crate) fn batch_request(entry: &Value, headers: &HashMap<String, String>) -> Request {
+    let method = entry
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    let url = entry.get("url").and_then(Value::as_str).unwrap_or_default();
+    let (path, query_text) = url.split_once('?').unwrap_or((url, ""));
+    let mut sub_headers: HashMap<String, String> = headers.clone();
+    if let Some(extra) = entry.get("headers").and_then(Value::as_object) {
+        for (k, v) in extra {
+            if let Some(v) = v.as_str() {
+                sub_headers.insert(k.to_ascii_lowercase(), v.to_owned());
+            }
+        }
+    }
+    let body = entry
+        .get("body")
+        .map(|b| serde_json::to_vec(b).unwrap_or_default())
+        .unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned();
+    Request {
+        method,
+        path: format!(
+            "/v1.0{}",
+            if decoded.starts_with('/') {
+                decoded
+            } else {
+                format!("/{decoded}")
+            }
+        ),
+        query: form_urlencoded::parse(query_text.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: sub_headers,
+        body,
     }
 }
 
@@ -1040,6 +1166,17 @@ fn throttled_response(status: u16, retry_after: &str) -> Response {
         graph_error(429, "TooManyRequests", "Please retry again later.")
     };
     response.header("Retry-After", retry_after.to_owned())
+}
+
+/// Identifies a request by method, path, query and body, so a retry can be recognised.
+pub(crate) fn fingerprint(request: &Request) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    request.method.hash(&mut hasher);
+    request.path.hash(&mut hasher);
+    request.query.hash(&mut hasher);
+    request.body.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Resource units a request costs (§8.2, §6.4): single reads and delta with a token 1,

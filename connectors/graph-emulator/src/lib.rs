@@ -34,7 +34,7 @@ pub use config::{
     ThrottleConfig,
 };
 pub use graph::RequestCounts;
-use graph::{Graph, Request, Response, graph_error};
+use graph::{Arrival, Graph, Request, Response, graph_error};
 pub use state::Data;
 
 /// Why the emulator could not start.
@@ -75,7 +75,7 @@ pub struct RunningEmulator {
     addr: SocketAddr,
     graph: Arc<Mutex<Graph>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -89,7 +89,9 @@ impl std::fmt::Debug for Graph {
 type Shared = Arc<Mutex<Graph>>;
 
 impl Emulator {
-    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    /// Binds `addr` (port 0 picks a free port) and serves on a thread of its own, with its own
+    /// runtime: the emulator's timing (arrival of requests, `Retry-After` bookkeeping) does not
+    /// depend on how busy the caller's runtime is.
     pub async fn start(
         config: EmulatorConfig,
         addr: SocketAddr,
@@ -108,12 +110,11 @@ impl Emulator {
             }
             _ => Data::default(),
         };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| EmulatorError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| EmulatorError::Bind { addr, source })?;
+        let bind = |source| EmulatorError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+
         let base_url = format!("http://{addr}/v1.0");
         let graph = Graph::new(config, data, base_url).map_err(EmulatorError::Config)?;
         let graph: Shared = Arc::new(Mutex::new(graph));
@@ -121,14 +122,36 @@ impl Emulator {
             .fallback(handle)
             .with_state(graph.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(error) = server.await {
-                tracing::error!(error = %error, "the Graph emulator stopped");
-            }
-        });
+        let task = std::thread::Builder::new()
+            .name("graph-emulator".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(error = %error, "the Graph emulator cannot start its runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(error = %error, "the Graph emulator cannot listen");
+                            return;
+                        }
+                    };
+                    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    });
+                    if let Err(error) = server.await {
+                        tracing::error!(error = %error, "the Graph emulator stopped");
+                    }
+                });
+            })
+            .map_err(bind)?;
         Ok(RunningEmulator {
             addr,
             graph,
@@ -230,7 +253,7 @@ impl RunningEmulator {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            let _ = tokio::task::spawn_blocking(move || task.join()).await;
         }
         let (path, data) = {
             let graph = lock(&self.graph);
@@ -260,6 +283,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    let arrived = Arrival {
+        at: std::time::Instant::now(),
+    };
     let path = percent_encoding::percent_decode_str(uri.path())
         .decode_utf8_lossy()
         .into_owned();
@@ -285,7 +311,7 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let response = if path == "/v1.0/$batch" && method == Method::POST {
-        batch(&graph, &headers, &body)
+        batch(&graph, &headers, &body, &arrived)
     } else {
         let request = Request {
             method: method.as_str().to_owned(),
@@ -294,9 +320,16 @@ async fn handle(
             headers,
             body: body.to_vec(),
         };
-        lock(&graph).handle(&request)
+        let mut graph = lock(&graph);
+        graph.note_arrival(&request.headers, &arrived, &[graph::fingerprint(&request)]);
+        graph.handle(&request)
     };
-    let dropped = lock(&graph).roll_drop(kind);
+    let dropped = {
+        let mut graph = lock(&graph);
+        let dropped = graph.roll_drop(kind);
+        graph.deliver_advice(dropped);
+        dropped
+    };
     encode(response, dropped)
 }
 
@@ -346,7 +379,12 @@ fn encode(response: Response, dropped: bool) -> axum::response::Response {
 }
 
 /// `POST /$batch`: at most 20 requests, unique ids, each answered on its own (§7).
-fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Response {
+fn batch(
+    graph: &Shared,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+    arrived: &Arrival,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return graph_error(400, "BadRequest", "Invalid batch payload format.");
     };
@@ -388,11 +426,17 @@ fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Resp
     if let Err(response) = check_dependencies(requests) {
         return response;
     }
+    let subrequests: Vec<Request> = requests
+        .iter()
+        .map(|entry| graph::batch_request(entry, headers))
+        .collect();
+    let fingerprints: Vec<u64> = subrequests.iter().map(graph::fingerprint).collect();
     let mut graph = lock(graph);
+    graph.note_arrival(headers, arrived, &fingerprints);
     graph.count("batch", 200);
     let mut statuses: HashMap<String, u16> = HashMap::new();
     let mut responses = Vec::with_capacity(requests.len());
-    for request in requests {
+    for (request, subrequest) in requests.iter().zip(&subrequests) {
         let id = request
             .get("id")
             .and_then(Value::as_str)
@@ -410,7 +454,7 @@ fn batch(graph: &Shared, headers: &HashMap<String, String>, body: &[u8]) -> Resp
             json!({"id": id, "status": 424, "headers": {"Content-Type": "application/json"},
                    "body": {"error": {"code": "FailedDependency", "message": "Failed dependency."}}})
         } else {
-            graph.batch_item(request, headers)
+            graph.batch_item(request, subrequest)
         };
         statuses.insert(
             id,

@@ -709,6 +709,7 @@ async fn throttling_rewards_clients_that_honour_retry_after() {
     let path = "/sites/contoso.sharepoint.com:/sites/projects";
     let mut statuses = Vec::new();
     for _ in 0..12 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let (status, headers, body) = client.call(reqwest::Method::GET, path, None).await;
         if status == 429 {
             assert!(headers.contains_key("retry-after"));
@@ -1143,11 +1144,12 @@ async fn honouring_retry_after_completes_and_ignoring_it_escalates() {
     assert!(throttled >= 1, "the budget was reached");
     assert_eq!(counts.before_retry_after, 0, "{counts:?}");
 
-    // An impolite client retries at once: each early request lengthens the wait.
+    // An impolite client retries after its own 10 ms: each early request lengthens the wait.
     let rude = start(config).await;
     let path = "/sites/contoso.sharepoint.com:/sites/projects";
     let mut waits = Vec::new();
     for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let (status, headers) = get_with_headers(&rude, path).await;
         if status == 429 {
             waits.push(header(&headers, "retry-after").expect("Retry-After"));

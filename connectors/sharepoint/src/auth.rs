@@ -61,7 +61,24 @@ impl TokenSource {
         *self.cached.lock().await = None;
     }
 
+    /// Fetches a token; a network failure, a cut-off answer or a 5xx/429 from the authority is
+    /// tried again (up to four times, with growing pauses); a refusal is final.
     async fn fetch(&self, config: &SharePointConfig) -> Result<Cached, ConnectorError> {
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_once(config).await {
+                Err(error) if error.is_retriable() && attempt < ATTEMPTS => {
+                    tracing::warn!(attempt, error = %error, "token request failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch_once(&self, config: &SharePointConfig) -> Result<Cached, ConnectorError> {
         let scope = config.scopes.join(" ");
         let form = [
             ("client_id", config.client_id.as_str()),
@@ -69,21 +86,29 @@ impl TokenSource {
             ("scope", scope.as_str()),
             ("grant_type", "client_credentials"),
         ];
+        let unreachable = |error: reqwest::Error| {
+            ConnectorError::external(format!(
+                "cannot reach the token endpoint {}: {error}",
+                self.url
+            ))
+            .with_hint("check `authority_host` and the network")
+        };
         let response = self
             .http
             .post(&self.url)
             .form(&form)
             .send()
             .await
-            .map_err(|error| {
-                ConnectorError::external(format!(
-                    "cannot reach the token endpoint {}: {error}",
-                    self.url
-                ))
-                .with_hint("check `authority_host` and the network")
-            })?;
+            .map_err(unreachable)?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let text = response.text().await.map_err(unreachable)?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(ConnectorError::external(format!(
+                "the token endpoint {} answered {status}",
+                self.url
+            )));
+        }
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if !status.is_success() {
             let code = body
                 .get("error")

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use syncbridge_api::ConnectorError;
-use tokio::sync::Mutex;
 
 use crate::auth::TokenSource;
 use crate::config::SharePointConfig;
@@ -45,6 +44,28 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// The longest `Retry-After` inside a `$batch` answer, found by a plain scan of its text (no
+/// JSON parse), so the pause can start as soon as the answer is read.
+pub fn batch_retry_after(text: &str) -> Option<Duration> {
+    const NEEDLE: &str = "\"retry-after\":";
+    let lower = text.to_ascii_lowercase();
+    let mut longest: Option<Duration> = None;
+    let mut rest = lower.as_str();
+    while let Some(at) = rest.find(NEEDLE) {
+        rest = &rest[at + NEEDLE.len()..];
+        let value: String = rest
+            .trim_start()
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        if let Some(wait) = parse_retry_after(&value) {
+            longest = Some(longest.map_or(wait, |l| l.max(wait)));
+        }
+    }
+    longest
+}
+
 /// A response with its body parsed.
 #[derive(Debug, Clone)]
 pub struct GraphResponse {
@@ -78,7 +99,9 @@ pub struct GraphService {
     pub(crate) config: SharePointConfig,
     tokens: TokenSource,
     /// Nobody sends before this instant (the tenant was told to wait).
-    paused_until: Mutex<Option<Instant>>,
+    /// A plain mutex: setting the pause must not yield, or a worker woken by the slot this one
+    /// just released could send before the pause is in place.
+    paused_until: std::sync::Mutex<Option<Instant>>,
     /// Requests in flight, adapted to how the service answers.
     pub(crate) limit: AdaptiveLimit,
     /// Spreads the rest of the resource-unit budget once `RateLimit-*` headers appear.
@@ -111,7 +134,7 @@ impl GraphService {
             http,
             config,
             tokens,
-            paused_until: Mutex::new(None),
+            paused_until: std::sync::Mutex::new(None),
             limit: AdaptiveLimit::new(config_concurrency),
             pacer: Pacer::default(),
         })
@@ -133,7 +156,10 @@ impl GraphService {
     /// Waits until the tenant-wide pause (from a `Retry-After`) is over.
     pub async fn wait_for_gate(&self) {
         loop {
-            let until = *self.paused_until.lock().await;
+            let until = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match until {
                 Some(until) if until > Instant::now() => {
                     tokio::time::sleep_until(until.into()).await
@@ -144,8 +170,11 @@ impl GraphService {
     }
 
     /// Pauses every request of this connection for `wait`.
-    pub async fn pause(&self, wait: Duration) {
-        let mut until = self.paused_until.lock().await;
+    pub fn pause(&self, wait: Duration) {
+        let mut until = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let candidate = Instant::now() + wait;
         if until.is_none_or(|u| u < candidate) {
             *until = Some(candidate);
@@ -195,6 +224,8 @@ impl GraphService {
             self.wait_for_gate().await;
             self.pacer.reserve(cost).await;
             let _slot = self.limit.acquire().await;
+            // The wait for a slot may have outlasted a pause another worker started meanwhile.
+            self.wait_for_gate().await;
             let token = self.token().await?;
             let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
             for (name, value) in extra_headers {
@@ -249,6 +280,13 @@ impl GraphService {
                     continue;
                 }
             };
+            // Throttled requests inside a `$batch`: pause before anything else, so no other worker
+            // sends in the meantime (parsing a large answer takes a while).
+            if status == 200
+                && let Some(wait) = batch_retry_after(&text)
+            {
+                self.pause(wait);
+            }
             let body = if text.is_empty() {
                 serde_json::Value::Null
             } else {
@@ -274,7 +312,7 @@ impl GraphService {
             }
             if classify(status) == Class::Retriable && attempt < self.config.max_attempts {
                 match retry_after {
-                    Some(wait) => self.pause(wait).await,
+                    Some(wait) => self.pause(wait),
                     None => tokio::time::sleep(Self::backoff(attempt)).await,
                 }
                 continue;
@@ -315,6 +353,13 @@ mod tests {
         assert_eq!(parse_retry_after("0.249"), Some(Duration::from_millis(249)));
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn retry_after_is_found_inside_batch_answers() {
+        let text = r#"{"responses":[{"id":"1","status":201,"headers":{}},{"id":"2","status":429,"headers":{"Retry-After":"0.5"}},{"id":"3","status":503,"headers":{"retry-after": "2"}}]}"#;
+        assert_eq!(batch_retry_after(text), Some(Duration::from_secs(2)));
+        assert_eq!(batch_retry_after(r#"{"responses":[]}"#), None);
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl SharePointTarget {
             pending = still;
             if !pending.is_empty() {
                 match longest_wait {
-                    Some(wait) => self.service.pause(wait).await,
+                    Some(wait) => self.service.pause(wait),
                     None => {
                         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await
                     }
@@ -552,50 +552,55 @@ impl Target for SharePointTarget {
                 .map(|responses| indexes.into_iter().zip(responses).collect::<Vec<_>>())
         }))
         .buffer_unordered(concurrency);
+        // Collect every answer before looking anything up: a look-up needs a request slot, and
+        // batches parked in the stream (not polled while we awaited it) may hold them all.
+        let mut answers = Vec::with_capacity(ops.len());
         while let Some(result) = answered.next().await {
-            for (index, (status, body)) in result? {
-                let op = &ops[index];
-                let code = body
-                    .pointer("/error/code")
+            answers.extend(result?);
+        }
+        drop(answered);
+        for (index, (status, body)) in answers {
+            let op = &ops[index];
+            let code = body
+                .pointer("/error/code")
+                .and_then(Json::as_str)
+                .unwrap_or("unknown")
+                .to_owned();
+            let message = body
+                .pointer("/error/message")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned();
+            outcomes[index] = Some(match (op, classify(status)) {
+                (WriteOp::Create { .. }, Class::Success) => match body
+                    .get("id")
                     .and_then(Json::as_str)
-                    .unwrap_or("unknown")
-                    .to_owned();
-                let message = body
-                    .pointer("/error/message")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                outcomes[index] = Some(match (op, classify(status)) {
-                    (WriteOp::Create { .. }, Class::Success) => match body
-                        .get("id")
-                        .and_then(Json::as_str)
-                        .and_then(|s| s.parse().ok())
-                    {
-                        Some(id) => WriteOutcome::Created {
-                            item_id: ItemId(id),
-                        },
-                        None => WriteOutcome::Failed(ConnectorError::external(
-                            "a create succeeded without an item id",
-                        )),
+                    .and_then(|s| s.parse().ok())
+                {
+                    Some(id) => WriteOutcome::Created {
+                        item_id: ItemId(id),
                     },
-                    // A retried create whose first attempt went through meets the unique key.
-                    (WriteOp::Create { key, .. }, Class::Permanent) if status == 409 => {
-                        match self.find(&collection.id, "SyncBridgeKey", key).await? {
-                            Some(item_id) => WriteOutcome::Created { item_id },
-                            None => WriteOutcome::Rejected { code, message },
-                        }
-                    }
-                    (WriteOp::Update { .. }, Class::Success) => WriteOutcome::Updated,
-                    (WriteOp::Delete { .. }, Class::Success) => WriteOutcome::Deleted,
-                    (WriteOp::Delete { .. } | WriteOp::Update { .. }, Class::NotFound) => {
-                        WriteOutcome::NotFound
-                    }
-                    (_, Class::Retriable) => WriteOutcome::Failed(ConnectorError::external(
-                        format!("{status} {code}: {message}"),
+                    None => WriteOutcome::Failed(ConnectorError::external(
+                        "a create succeeded without an item id",
                     )),
-                    _ => WriteOutcome::Rejected { code, message },
-                });
-            }
+                },
+                // A retried create whose first attempt went through meets the unique key.
+                (WriteOp::Create { key, .. }, Class::Permanent) if status == 409 => {
+                    match self.find(&collection.id, "SyncBridgeKey", key).await? {
+                        Some(item_id) => WriteOutcome::Created { item_id },
+                        None => WriteOutcome::Rejected { code, message },
+                    }
+                }
+                (WriteOp::Update { .. }, Class::Success) => WriteOutcome::Updated,
+                (WriteOp::Delete { .. }, Class::Success) => WriteOutcome::Deleted,
+                (WriteOp::Delete { .. } | WriteOp::Update { .. }, Class::NotFound) => {
+                    WriteOutcome::NotFound
+                }
+                (_, Class::Retriable) => WriteOutcome::Failed(ConnectorError::external(format!(
+                    "{status} {code}: {message}"
+                ))),
+                _ => WriteOutcome::Rejected { code, message },
+            });
         }
         Ok(outcomes
             .into_iter()
