@@ -71,6 +71,8 @@ pub fn batch_retry_after(text: &str) -> Option<Duration> {
 pub struct GraphResponse {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The `Location` header (a fresh delta enumeration after `410 Gone`).
+    pub location: Option<String>,
     pub body: serde_json::Value,
 }
 
@@ -258,6 +260,7 @@ impl GraphService {
                     .map(str::to_owned)
             };
             let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
+            let location = header("location");
             self.observe_rate_limit(
                 header("ratelimit-remaining").as_deref(),
                 header("ratelimit-reset").as_deref(),
@@ -295,6 +298,7 @@ impl GraphService {
             let response = GraphResponse {
                 status,
                 retry_after,
+                location,
                 body,
             };
             if status == 401 && !refreshed {

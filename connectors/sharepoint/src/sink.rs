@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use serde_json::{Value as Json, json};
 use syncbridge_api::{
     CollectionRef, CollectionSpec, ConnectorError, DataType, ItemId, Position, ProvisionReport,
-    RemoteChangePage, RemoteCollection, RemoteField, Target, WriteOp, WriteOutcome,
+    RemoteChange, RemoteChangePage, RemoteCollection, RemoteField, Target, WriteOp, WriteOutcome,
 };
 use tokio::sync::Mutex;
 
@@ -42,6 +42,24 @@ fn graph_failure(what: &str, response: &crate::service::GraphResponse) -> Connec
         Class::Retriable => ConnectorError::external(text).retry_after(response.retry_after),
         Class::NotFound => ConnectorError::user(text),
         _ => ConnectorError::user(text).permanent(),
+    }
+}
+
+/// A field value as Graph returns it, in the core value model: strings stay text (dates
+/// included: Graph's are UTC ISO 8601 strings), numbers become integers when they are whole,
+/// anything structured (lookups, people, multi-choice) stays JSON.
+fn decode(value: &Json) -> syncbridge_api::Value {
+    use syncbridge_api::Value;
+    match value {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_f64().map(Value::Float))
+            .unwrap_or(Value::Null),
+        Json::String(text) => Value::Text(text.clone()),
+        other => Value::Json(other.clone()),
     }
 }
 
@@ -645,16 +663,106 @@ impl Target for SharePointTarget {
         self.find(&collection.id, key_field, key).await
     }
 
+    /// One page of `items/delta` (graph-api.md §6): from the start (a full enumeration) or from
+    /// a link a previous page returned. Deleted items come back as [`RemoteChange::Deleted`];
+    /// a stale link (`410 Gone`) restarts from the `Location` the service gives, flagged `reset`.
     async fn read_changes(
         &self,
         collection: &CollectionRef,
-        _from: Option<Position>,
+        from: Option<Position>,
     ) -> Result<RemoteChangePage, ConnectorError> {
-        Err(ConnectorError::user(format!(
-            "reading changes from `{}` through items/delta is not implemented yet",
-            collection.name
-        ))
-        .with_hint("two-way sync is not available in this version"))
+        let url = match from {
+            Some(position) => position.0,
+            None => format!(
+                "{}/items/delta?$expand=fields&$top=1000",
+                self.list_path(&collection.id)
+            ),
+        };
+        let response = self.get(&url).await?;
+        if response.status == 410 {
+            let Some(location) = response.location.clone() else {
+                return Err(graph_failure(
+                    &format!("reading changes of `{}`", collection.name),
+                    &response,
+                ));
+            };
+            tracing::warn!(list = %collection.name, "the delta link expired; enumerating the list again");
+            return Ok(RemoteChangePage {
+                changes: Vec::new(),
+                next: Position(location),
+                more: true,
+                reset: true,
+            });
+        }
+        if classify(response.status) != Class::Success {
+            return Err(graph_failure(
+                &format!("reading changes of `{}`", collection.name),
+                &response,
+            ));
+        }
+        let columns = self.columns_for(&collection.id).await?;
+        let mut changes = Vec::new();
+        for entry in response
+            .body
+            .get("value")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(item_id) = entry
+                .get("id")
+                .and_then(Json::as_str)
+                .and_then(|id| id.parse().ok())
+                .map(ItemId)
+            else {
+                continue;
+            };
+            if entry.get("deleted").is_some() {
+                changes.push(RemoteChange::Deleted { item_id });
+                continue;
+            }
+            let fields = entry
+                .get("fields")
+                .and_then(Json::as_object)
+                .map(|fields| {
+                    columns
+                        .iter()
+                        .filter_map(|column| {
+                            let value = fields.get(&column.name)?;
+                            Some((column.name.clone(), decode(value)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let modified = entry
+                .get("lastModifiedDateTime")
+                .and_then(Json::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            changes.push(RemoteChange::Upserted {
+                item_id,
+                fields,
+                modified,
+            });
+        }
+        let next_link = response.body.get("@odata.nextLink").and_then(Json::as_str);
+        let delta_link = response.body.get("@odata.deltaLink").and_then(Json::as_str);
+        let (next, more) = match (next_link, delta_link) {
+            (Some(next), _) => (next.to_owned(), true),
+            (None, Some(delta)) => (delta.to_owned(), false),
+            (None, None) => {
+                return Err(ConnectorError::external(format!(
+                    "reading changes of `{}`: Graph answered without a nextLink or deltaLink",
+                    collection.name
+                )));
+            }
+        };
+        Ok(RemoteChangePage {
+            changes,
+            next: Position(next),
+            more,
+            reset: false,
+        })
     }
 }
 

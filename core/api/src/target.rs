@@ -143,6 +143,11 @@ pub struct RemoteChangePage {
     pub next: Position,
     /// More pages are available right now.
     pub more: bool,
+    /// The position could not be honoured (SharePoint: delta token expired, `410 Gone`): the
+    /// pages that follow enumerate the whole collection again, and items they do not report
+    /// are gone.
+    #[serde(default)]
+    pub reset: bool,
 }
 
 /// A target, as a connector author writes it. The engine uses it through [`ErasedTarget`].

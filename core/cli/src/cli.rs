@@ -77,6 +77,9 @@ pub enum Command {
     Runs(RunsArgs),
     /// Compare, list by list, the source rows a sync routes there with the items present.
     Reconcile(SyncArgs),
+    /// Show what changed in a sync's target lists since the last call (SharePoint delta),
+    /// e.g. edits made in SharePoint; the position is kept in the meta-store.
+    Changes(SyncArgs),
     /// Inspect and manage the dead-letter queue.
     Dlq(DlqArgs),
     /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.

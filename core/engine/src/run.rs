@@ -1608,3 +1608,79 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 }
+
+/// What changed in one target list since the previous `changes` read.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListChanges {
+    pub list: String,
+    /// Items created or edited (the latest state of each, once).
+    pub upserted: usize,
+    pub deleted: usize,
+    /// The stored position had expired: this read enumerated the whole list again.
+    pub reset: bool,
+    /// True on the first read of a list: every item counts as upserted.
+    pub first_read: bool,
+    /// Up to 20 changed item ids.
+    pub sample: Vec<i64>,
+}
+
+impl Engine {
+    /// Reads, list by list, what changed in the target since the last call (SharePoint:
+    /// `items/delta`), and stores where to continue as the list's TARGET cursor. Shows edits made
+    /// in SharePoint behind the sync's back; writes nothing to the target.
+    pub async fn target_changes(&self, name: &str) -> Result<Vec<ListChanges>, EngineError> {
+        let def = self.definition(name).await?;
+        let Connected { def, targets, .. } = self.prepare(def).await?;
+        let mut out = Vec::new();
+        for target in &targets {
+            let from = runtime::target_cursor(&self.store, def.id, target.list_row_id).await?;
+            let first_read = from.is_none();
+            let mut position = from.map(syncbridge_api::Position);
+            let mut latest: std::collections::BTreeMap<i64, bool> = Default::default();
+            let mut reset = false;
+            loop {
+                let page = target
+                    .target
+                    .read_changes(&target.collection, position.take())
+                    .await
+                    .map_err(|error| EngineError::Connector {
+                        sync: def.name.clone(),
+                        error,
+                    })?;
+                if page.reset {
+                    reset = true;
+                    latest.clear();
+                }
+                // The latest state per item wins: an item may appear more than once.
+                for change in page.changes {
+                    match change {
+                        syncbridge_api::RemoteChange::Upserted { item_id, .. } => {
+                            latest.insert(item_id.0, false);
+                        }
+                        syncbridge_api::RemoteChange::Deleted { item_id } => {
+                            latest.insert(item_id.0, true);
+                        }
+                    }
+                }
+                let more = page.more;
+                position = Some(page.next);
+                if !more {
+                    break;
+                }
+            }
+            if let Some(position) = &position {
+                runtime::put_target_cursor(&self.store, def.id, target.list_row_id, &position.0)
+                    .await?;
+            }
+            out.push(ListChanges {
+                list: target.collection.name.clone(),
+                upserted: latest.values().filter(|deleted| !**deleted).count(),
+                deleted: latest.values().filter(|deleted| **deleted).count(),
+                reset,
+                first_read,
+                sample: latest.keys().take(20).copied().collect(),
+            });
+        }
+        Ok(out)
+    }
+}

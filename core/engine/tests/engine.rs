@@ -320,3 +320,59 @@ async fn reconcile_compares_routed_rows_with_list_items() {
     );
     assert_eq!(active.missing, vec!["99".to_owned()]);
 }
+
+#[tokio::test]
+async fn target_changes_are_read_through_delta_across_runs() {
+    for store in TestStore::all().await {
+        let fx = fixture(&store, 10, "ONE_WAY_PUSH").await;
+        fx.engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("run");
+        let first = fx.engine.target_changes("projects").await.expect("changes");
+        assert!(first.iter().all(|l| l.first_read), "{first:?}");
+        assert_eq!(first.iter().map(|l| l.upserted).sum::<usize>(), 10);
+
+        // Nothing changed since: an empty round from the stored delta link.
+        let quiet = fx.engine.target_changes("projects").await.expect("changes");
+        assert!(
+            quiet
+                .iter()
+                .all(|l| !l.first_read && l.upserted == 0 && l.deleted == 0),
+            "{quiet:?}"
+        );
+
+        // A source edit and a deletion reach the lists; the next read reports exactly those.
+        execute(
+            &fx.source,
+            "UPDATE projects SET name = 'renamed', updated_at = '2030-01-01 00:00:00' WHERE id = 1",
+        )
+        .await;
+        execute(&fx.source, "DELETE FROM projects WHERE id = 2").await;
+        fx.engine
+            .run(
+                "projects",
+                &RunOptions {
+                    full: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("run");
+        let after = fx.engine.target_changes("projects").await.expect("changes");
+        assert_eq!(
+            (
+                after.iter().map(|l| l.upserted).sum::<usize>(),
+                after.iter().map(|l| l.deleted).sum::<usize>()
+            ),
+            (1, 1),
+            "{after:?}"
+        );
+
+        // An expired position restarts with a full enumeration, flagged.
+        fx.emulator.reset_delta();
+        let again = fx.engine.target_changes("projects").await.expect("changes");
+        assert!(again.iter().all(|l| l.reset), "{again:?}");
+        assert_eq!(again.iter().map(|l| l.upserted).sum::<usize>(), 9);
+    }
+}

@@ -286,6 +286,44 @@ pub async fn put_source_cursor(
     Ok(())
 }
 
+/// Reads a target list's change cursor (a delta link), `None` before the first read.
+pub async fn target_cursor(
+    store: &Store,
+    sync_def_id: Id,
+    target_list_id: Id,
+) -> Result<Option<String>, StoreError> {
+    with_pool!(store, pool => sqlx::query_scalar::<_, String>(
+        "SELECT cursor_value FROM sync_cursors WHERE sync_def_id = $1 AND cursor_scope = 'TARGET'
+            AND target_list_id = $2 AND source_instance_id IS NULL")
+        .bind(sync_def_id).bind(target_list_id).fetch_optional(pool).await)
+    .map_err(StoreError::query("reading a target cursor"))
+}
+
+/// Commits a target list's change cursor (`DELTA_LINK`).
+pub async fn put_target_cursor(
+    store: &Store,
+    sync_def_id: Id,
+    target_list_id: Id,
+    value: &str,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let updated = with_pool!(store, pool => sqlx::query(
+        "UPDATE sync_cursors SET cursor_value = $3, updated_at = $4
+         WHERE sync_def_id = $1 AND cursor_scope = 'TARGET' AND target_list_id = $2 AND source_instance_id IS NULL")
+        .bind(sync_def_id).bind(target_list_id).bind(value).bind(now)
+        .execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("committing a target cursor"))?;
+    if updated == 0 {
+        with_pool!(store, pool => sqlx::query(
+            "INSERT INTO sync_cursors (id, sync_def_id, cursor_scope, cursor_type, cursor_value, target_list_id, updated_at, created_at)
+             VALUES ($1, $2, 'TARGET', 'DELTA_LINK', $3, $4, $5, $5)")
+            .bind(Id::new()).bind(sync_def_id).bind(value).bind(target_list_id).bind(now)
+            .execute(pool).await.map(|_| ()))
+        .map_err(StoreError::query("committing a target cursor"))?;
+    }
+    Ok(())
+}
+
 /// One dead-lettered row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FailedRecord {

@@ -306,6 +306,33 @@ pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, Cli
     })
 }
 
+pub async fn changes(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    let lists = engine
+        .target_changes(&args.sync)
+        .await
+        .map_err(engine_error)?;
+    if global.json {
+        print_json(&lists)?;
+    } else {
+        println!("{:<28} {:>9} {:>8}  NOTE", "LIST", "UPSERTED", "DELETED");
+        for list in &lists {
+            let note = if list.first_read {
+                "first read: every item counts"
+            } else if list.reset {
+                "position expired: list enumerated again"
+            } else {
+                ""
+            };
+            println!(
+                "{:<28} {:>9} {:>8}  {note}",
+                list.list, list.upserted, list.deleted
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 /// A progress line on an interactive terminal (rows read, rate, counters); nothing when output is
 /// piped or `--json` is set, where the log lines and the final summary suffice.
 fn progress_bar(global: &GlobalArgs, sync: &str) -> Option<indicatif::ProgressBar> {
