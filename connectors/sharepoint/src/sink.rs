@@ -387,13 +387,24 @@ impl Target for SharePointTarget {
                     })
                 })
                 .collect();
+            // Graph's list resource has no item count: page through ids (2 resource units per
+            // 5,000 items).
+            let item_count = self
+                .get_all(
+                    &format!("{}/items?$select=id&$top=5000", self.list_path(&id)),
+                    "counting items",
+                )
+                .await?
+                .len() as u64;
             out.push(RemoteCollection {
                 collection: CollectionRef { id, name },
                 template: list
                     .pointer("/list/template")
                     .and_then(Json::as_str)
                     .map(str::to_owned),
-                item_count: None,
+                // Graph's list resource has no item count: page through ids (2 resource
+                // units per 5,000 items).
+                item_count: Some(item_count),
                 last_modified: list
                     .get("lastModifiedDateTime")
                     .and_then(Json::as_str)

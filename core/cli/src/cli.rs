@@ -82,6 +82,8 @@ pub enum Command {
     Changes(SyncArgs),
     /// Inspect and manage the dead-letter queue.
     Dlq(DlqArgs),
+    /// SharePoint connections: discover their sites' lists and columns.
+    Sharepoint(SharepointArgs),
     /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.
     Emulator(EmulatorArgs),
     /// The whole job on embedded defaults: a SQLite table, the in-process Graph emulator, three
@@ -136,6 +138,21 @@ pub struct RunsArgs {
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct SharepointArgs {
+    #[command(subcommand)]
+    pub command: SharepointCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SharepointCommand {
+    /// Read every list of a connection's sites (columns, item counts) into the meta-store.
+    Discover {
+        /// The connection's name (`sharepoint[].name` in the config).
+        connection: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Reconcile(args) => commands::run::reconcile(global, &args).await,
         Command::Changes(args) => commands::run::changes(global, &args).await,
         Command::Dlq(args) => commands::dlq::run(global, &args).await,
+        Command::Sharepoint(args) => commands::run::sharepoint(global, &args).await,
         Command::Emulator(args) => commands::emulator::run(global, &args).await,
         Command::Quickstart(args) => commands::quickstart::run(global, &args).await,
     }

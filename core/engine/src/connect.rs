@@ -11,6 +11,7 @@ use syncbridge_api::ConnectorError;
 use syncbridge_config::SecretRef;
 use syncbridge_store::definitions::{SourceRow, TargetRow};
 use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::sharepoint::SiteRow;
 
 /// Loads the master key when a secret actually needs it.
 pub type KeySource<'a> = &'a dyn Fn() -> Result<std::sync::Arc<MasterKey>, ConnectorError>;
@@ -81,27 +82,81 @@ pub fn target_config(
     row: &TargetRow,
     key: KeySource<'_>,
 ) -> Result<serde_json::Value, ConnectorError> {
+    sharepoint_config(
+        &SharePointSite {
+            connection_name: &row.connection_name,
+            tenant_id: &row.tenant_id,
+            client_id: &row.client_id,
+            client_secret: row.client_secret.as_deref(),
+            client_secret_ref: row.client_secret_ref.as_deref(),
+            authority_host: &row.authority_host,
+            graph_base_url: &row.graph_base_url,
+            scopes: &row.scopes.0,
+            hostname: &row.hostname,
+            site_path: &row.site_path,
+        },
+        key,
+    )
+}
+
+/// The configuration of a site of a SharePoint connection (discovery).
+pub fn site_config(row: &SiteRow, key: KeySource<'_>) -> Result<serde_json::Value, ConnectorError> {
+    sharepoint_config(
+        &SharePointSite {
+            connection_name: &row.connection_name,
+            tenant_id: &row.tenant_id,
+            client_id: &row.client_id,
+            client_secret: row.client_secret.as_deref(),
+            client_secret_ref: row.client_secret_ref.as_deref(),
+            authority_host: &row.authority_host,
+            graph_base_url: &row.graph_base_url,
+            scopes: &row.scopes.0,
+            hostname: &row.hostname,
+            site_path: &row.site_path,
+        },
+        key,
+    )
+}
+
+/// What a SharePoint target's configuration is made of, wherever the row came from.
+struct SharePointSite<'a> {
+    connection_name: &'a str,
+    tenant_id: &'a str,
+    client_id: &'a str,
+    client_secret: Option<&'a str>,
+    client_secret_ref: Option<&'a str>,
+    authority_host: &'a str,
+    graph_base_url: &'a str,
+    scopes: &'a [String],
+    hostname: &'a str,
+    site_path: &'a str,
+}
+
+fn sharepoint_config(
+    site: &SharePointSite<'_>,
+    key: KeySource<'_>,
+) -> Result<serde_json::Value, ConnectorError> {
     let secret = resolve_secret(
         key,
-        row.client_secret.as_deref(),
-        row.client_secret_ref.as_deref(),
+        site.client_secret,
+        site.client_secret_ref,
         "sharepoint_connections.client_secret",
     )?
     .ok_or_else(|| {
         ConnectorError::user(format!(
             "connection `{}` has no client secret",
-            row.connection_name
+            site.connection_name
         ))
         .with_hint("set `client_secret` in the config and apply it")
     })?;
     Ok(serde_json::json!({
-        "graph_base_url": row.graph_base_url,
-        "authority_host": row.authority_host,
-        "tenant_id": row.tenant_id,
-        "client_id": row.client_id,
+        "graph_base_url": site.graph_base_url,
+        "authority_host": site.authority_host,
+        "tenant_id": site.tenant_id,
+        "client_id": site.client_id,
         "client_secret": secret,
-        "scopes": row.scopes.0,
-        "site_hostname": row.hostname,
-        "site_path": row.site_path,
+        "scopes": site.scopes,
+        "site_hostname": site.hostname,
+        "site_path": site.site_path,
     }))
 }

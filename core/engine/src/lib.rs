@@ -5,6 +5,7 @@
 //! [`rules`] (built-in field transforms), [`router`] (CEL sharding predicates).
 
 pub mod connect;
+pub mod discover;
 pub mod drift;
 pub mod identity;
 pub mod introspect;

@@ -118,6 +118,11 @@ pub enum EngineError {
     /// No logical database has that name.
     #[error("no database named `{name}`; apply a config that defines it (`databases[].name`)")]
     UnknownDatabase { name: String },
+    /// No SharePoint connection has that name (or it has no active site).
+    #[error(
+        "no SharePoint connection named `{name}` with an active site; apply a config that defines it (`sharepoint[].name` with `sites`)"
+    )]
+    UnknownConnection { name: String },
     /// The definition cannot run as configured.
     #[error("sync `{sync}`: {message}")]
     Config { sync: String, message: String },

@@ -376,3 +376,99 @@ async fn target_changes_are_read_through_delta_across_runs() {
         assert_eq!(again.iter().map(|l| l.upserted).sum::<usize>(), 9);
     }
 }
+
+#[tokio::test]
+async fn discovery_records_every_list_with_columns_and_counts() {
+    for store in TestStore::all().await {
+        let fx = fixture(&store, 7, "ONE_WAY_PUSH").await;
+        fx.engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("run");
+        // A list SyncBridge did not create.
+        let info = fx.emulator.connection_info();
+        let target = syncbridge_sharepoint::SharePointTarget::connect(
+            serde_json::from_value(serde_json::json!({
+                "graph_base_url": info.base_url, "authority_host": info.authority_host,
+                "tenant_id": info.tenant_id, "client_id": info.client_id,
+                "client_secret": info.client_secret, "site_hostname": info.site_hostname,
+                "site_path": info.site_path,
+            }))
+            .expect("config"),
+        )
+        .await
+        .expect("connect");
+        use syncbridge_api::Target as _;
+        target
+            .provision(&syncbridge_api::CollectionSpec {
+                name: "Foreign".into(),
+                description: None,
+                fields: vec![syncbridge_api::FieldSpec {
+                    name: "Notes".into(),
+                    data_type: syncbridge_api::DataType::Text { max_length: None },
+                    required: false,
+                    indexed: false,
+                    unique: false,
+                    hidden: false,
+                }],
+                key_field: "Notes".into(),
+            })
+            .await
+            .expect("foreign list");
+
+        let found = fx.engine.discover("emulator").await.expect("discover");
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.iter().filter_map(|l| l.items).sum::<u64>(), 7);
+        let known = syncbridge_store::sharepoint::known_lists(&store, "emulator")
+            .await
+            .expect("known lists");
+        let names: Vec<&str> = known.iter().map(|l| l.display_name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Active Projects",
+                "Archived Projects",
+                "Closed Projects",
+                "Foreign"
+            ]
+        );
+        let foreign = known
+            .iter()
+            .find(|l| l.display_name == "Foreign")
+            .expect("Foreign");
+        assert!(!foreign.is_provisioned && foreign.list_id.is_some());
+        assert!(
+            foreign.columns >= 2,
+            "Title and Notes at least: {foreign:?}"
+        );
+        assert!(
+            known
+                .iter()
+                .filter(|l| l.display_name != "Foreign")
+                .all(|l| l.is_provisioned)
+        );
+        assert_eq!(known.iter().filter_map(|l| l.item_count).sum::<i64>(), 7);
+
+        // Again: the same lists (matched by id), a second metrics row each.
+        fx.engine
+            .discover("emulator")
+            .await
+            .expect("discover again");
+        let again = syncbridge_store::sharepoint::known_lists(&store, "emulator")
+            .await
+            .expect("known lists");
+        assert_eq!(again.len(), 4);
+        assert!(again.iter().all(|l| l.metrics == 2), "{again:?}");
+
+        let error = fx
+            .engine
+            .discover("nope")
+            .await
+            .expect_err("unknown connection");
+        assert!(
+            error
+                .to_string()
+                .contains("no SharePoint connection named `nope`")
+        );
+    }
+}

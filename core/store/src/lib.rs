@@ -14,6 +14,7 @@ mod id;
 pub mod inventory;
 pub mod runtime;
 pub mod secrets;
+pub mod sharepoint;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -13,6 +13,7 @@ pub fn engine_error(error: EngineError) -> CliError {
     let exit = match &error {
         EngineError::UnknownSync { .. }
         | EngineError::UnknownDatabase { .. }
+        | EngineError::UnknownConnection { .. }
         | EngineError::Config { .. } => Exit::BadInput,
         EngineError::Store(store) if store.is_unreachable() => Exit::Unreachable,
         EngineError::Store(store) if store.is_bad_input() => Exit::BadInput,
@@ -304,6 +305,33 @@ pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, Cli
     } else {
         Exit::Failures
     })
+}
+
+pub async fn sharepoint(
+    global: &GlobalArgs,
+    args: &crate::cli::SharepointArgs,
+) -> Result<Exit, CliError> {
+    let crate::cli::SharepointCommand::Discover { connection } = &args.command;
+    let engine = engine(global).await?;
+    let lists = engine.discover(connection).await.map_err(engine_error)?;
+    if global.json {
+        print_json(&lists)?;
+    } else {
+        println!(
+            "{:<40} {:<28} {:>7} {:>8}",
+            "SITE", "LIST", "COLUMNS", "ITEMS"
+        );
+        for list in &lists {
+            println!(
+                "{:<40} {:<28} {:>7} {:>8}",
+                list.site,
+                list.list,
+                list.columns,
+                list.items.map_or_else(|| "?".to_owned(), |n| n.to_string())
+            );
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 pub async fn changes(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
