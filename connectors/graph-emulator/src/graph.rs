@@ -109,6 +109,10 @@ pub struct RequestCounts {
     /// HTTP requests that arrived while their app had been told to wait by a 429 or 503
     /// (`Retry-After` not honoured). A `$batch` counts once, however many requests it holds.
     pub before_retry_after: u64,
+    /// Of those, the ones that repeated a request answered 429/503 before the end of its
+    /// `Retry-After`: certain violations (the client is retrying, so it had read the answer),
+    /// where the others are judged by timing.
+    pub retried_before_retry_after: u64,
     pub total: u64,
 }
 
@@ -381,6 +385,9 @@ impl Graph {
         self.arrived_early |= retried_early;
         if self.arrived_early {
             self.counts.before_retry_after += 1;
+        }
+        if retried_early {
+            self.counts.retried_before_retry_after += 1;
         }
     }
 
@@ -1437,7 +1444,12 @@ fn stored_value(list: &List, name: &str, value: Value, behaviour: &BehaviourConf
             .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok())
             .map(|naive| naive.and_utc() - offset)
             .or(local_midnight),
-        (true, _) => local_midnight,
+        // An instant is first converted to the site's time zone, then cut to its date.
+        (true, Some(at)) => (at + offset)
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|m| m.and_utc() - offset),
+        (true, None) => local_midnight,
     };
     match at {
         Some(at) => Value::String(crate::state::timestamp(at)),

@@ -1383,6 +1383,12 @@ async fn unsettled_behaviours_are_settings() {
         create(json!({"Colour": "Red", "Owner": "me", "Due": "2024-05-01"})).await;
     assert_eq!(status, 201, "{item}");
     assert_eq!(item["fields"]["Due"], "2024-05-01T05:00:00Z");
+    // An instant goes through the site's time zone first: midnight UTC is the evening before
+    // in UTC-5, so the date-only value lands a day early (the trap clients must avoid).
+    let (status, _, item) =
+        create(json!({"Colour": "Red", "Owner": "me", "Due": "2024-05-01T00:00:00Z"})).await;
+    assert_eq!(status, 201, "{item}");
+    assert_eq!(item["fields"]["Due"], "2024-04-30T05:00:00Z");
     let id = item["id"].as_str().expect("id");
     let response = client
         .http

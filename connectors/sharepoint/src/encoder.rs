@@ -24,6 +24,8 @@ pub struct ColumnInfo {
     pub max_length: Option<usize>,
     pub choices: Vec<String>,
     pub read_only: bool,
+    /// A `dateTime` column with `format: dateOnly`.
+    pub date_only: bool,
 }
 
 impl ColumnInfo {
@@ -70,11 +72,13 @@ impl ColumnInfo {
                     .collect()
             })
             .unwrap_or_default();
+        let date_only = facet.get("format").and_then(Json::as_str) == Some("dateOnly");
         Some(Self {
             name,
             kind,
             max_length,
             choices,
+            date_only,
             read_only: column
                 .get("readOnly")
                 .and_then(Json::as_bool)
@@ -160,6 +164,21 @@ pub fn encode(
             Value::Text(t) if matches!(t.to_ascii_lowercase().as_str(), "false" | "no" | "0") => single(json!(false)),
             other => Err(fail(format!("`{other}` is not a yes/no value"))),
         },
+        // A date-only column stores local midnight of the site's time zone. An instant would be
+        // converted to that zone first (midnight UTC is the previous evening west of UTC, a day
+        // early), so dates go as plain `YYYY-MM-DD`, which SharePoint reads as a local date.
+        "dateTime" if column.date_only => {
+            let date = match value {
+                Value::Date(d) => *d,
+                Value::Timestamp(t) => t.date(),
+                Value::TimestampTz(t) => t.date_naive(),
+                Value::Text(t) => chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .or_else(|_| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.date_naive()))
+                    .map_err(|_| fail(format!("`{t}` is not an ISO 8601 date")))?,
+                other => return Err(fail(format!("a {} value cannot go into a date column", other.type_name()))),
+            };
+            single(Json::String(date.format("%Y-%m-%d").to_string()))
+        }
         "dateTime" => {
             let utc = match value {
                 Value::Date(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
@@ -230,6 +249,7 @@ mod tests {
             max_length: if kind == "text" { Some(5) } else { None },
             choices: Vec::new(),
             read_only: false,
+            date_only: false,
         }
     }
 
@@ -267,6 +287,24 @@ mod tests {
             ),
             Ok(vec![("C".into(), json!("2024-05-01T00:00:00Z"))])
         );
+        // Date-only columns get the date itself, whatever the value's time or zone.
+        let date_only = ColumnInfo {
+            date_only: true,
+            ..column("dateTime")
+        };
+        let late =
+            chrono::DateTime::parse_from_rfc3339("2024-05-01T23:30:00-05:00").expect("valid");
+        for value in [
+            Value::Date(day),
+            Value::TimestampTz(late),
+            Value::Text("2024-05-01".into()),
+        ] {
+            assert_eq!(
+                encode(&date_only, &value, TextOverflow::DeadLetter),
+                Ok(vec![("C".into(), json!("2024-05-01"))]),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
