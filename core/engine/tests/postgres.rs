@@ -259,3 +259,133 @@ async fn introspection_fills_the_inventory_idempotently() {
     drop(db);
     drop(pg);
 }
+
+/// Provisioning from a real table's catalog types: each column gets the documented SharePoint
+/// type, the hidden unique key column is added, and provisioning again changes nothing.
+#[tokio::test]
+async fn provisioning_follows_the_table_schema_and_is_idempotent() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("prov") else {
+        return;
+    };
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", pg.name);
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TYPE stage AS ENUM ('draft', 'live', 'retired');
+         CREATE TABLE items (id int PRIMARY KEY, label varchar(40) NOT NULL, notes text,
+            price numeric(12,2), qty int, active boolean, due date, seen timestamptz, stage stage);
+         INSERT INTO items VALUES (1, 'one', 'n', 9.99, 3, true, '2024-05-01', now(), 'live');",
+    )
+    .execute(&mut db)
+    .await
+    .expect("schema");
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let columns = [
+        "label", "notes", "price", "qty", "active", "due", "seen", "stage",
+    ];
+    let mappings: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let target = if *c == "label" {
+                "Title".to_owned()
+            } else {
+                format!("X{c}")
+            };
+            format!("{{ source: {c}, target: {target} }}")
+        })
+        .collect();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{}]\n",
+        pg.name,
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+        mappings.join(", "),
+    );
+    let config = syncbridge_config::load_str(
+        &text,
+        Path::new("prov.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "t".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(&store, &config, &options).await.expect("apply");
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    engine.introspect("pg").await.expect("introspect");
+
+    let first = engine.provision("items").await.expect("provision");
+    assert!(first.iter().all(|l| l.created), "{first:?}");
+    let data = emulator.data();
+    let list = data
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .find(|l| l.display_name == "Items")
+        .expect("list");
+    let facet = |name: &str| {
+        let column = list
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("column {name}"));
+        (column.kind.clone(), column.facet.clone())
+    };
+    assert_eq!(
+        facet("Xnotes").1["allowMultipleLines"],
+        true,
+        "text without a length"
+    );
+    assert_eq!(facet("Xprice").0, "number");
+    assert_eq!(facet("Xqty").0, "number");
+    assert_eq!(facet("Xactive").0, "boolean");
+    assert_eq!(
+        facet("Xdue"),
+        ("dateTime".into(), serde_json::json!({"format": "dateOnly"}))
+    );
+    assert_eq!(facet("Xseen").1["format"], "dateTime");
+    assert_eq!(facet("Xstage").0, "choice");
+    assert_eq!(
+        facet("Xstage").1["choices"],
+        serde_json::json!(["draft", "live", "retired"])
+    );
+    let key_column = list
+        .columns
+        .iter()
+        .find(|c| c.name == "SyncBridgeKey")
+        .expect("identity column");
+    assert!(key_column.hidden && key_column.indexed && key_column.enforce_unique_values);
+
+    let second = engine.provision("items").await.expect("provision again");
+    assert!(
+        second
+            .iter()
+            .all(|l| !l.created && l.added_fields.is_empty() && l.incompatible_fields.is_empty()),
+        "{second:?}"
+    );
+    let report = engine
+        .run("items", &RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!((report.created, report.failed), (1, 0));
+}
