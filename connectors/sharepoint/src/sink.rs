@@ -9,7 +9,8 @@ use futures::StreamExt as _;
 use serde_json::{Value as Json, json};
 use syncbridge_api::{
     CollectionRef, CollectionSpec, ConnectorError, DataType, ItemId, Position, ProvisionReport,
-    RemoteChange, RemoteChangePage, RemoteCollection, RemoteField, Target, WriteOp, WriteOutcome,
+    RemoteChange, RemoteChangePage, RemoteCollection, RemoteField, Target, TargetLocation, WriteOp,
+    WriteOutcome,
 };
 use tokio::sync::Mutex;
 
@@ -21,6 +22,7 @@ use crate::service::{Class, GraphService, classify};
 pub struct SharePointTarget {
     service: Arc<GraphService>,
     site_id: String,
+    site_url: Option<String>,
     columns: Mutex<HashMap<String, Arc<Vec<ColumnInfo>>>>,
 }
 
@@ -335,9 +337,15 @@ impl Target for SharePointTarget {
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_owned();
+        let site_url = response
+            .body
+            .get("webUrl")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
         Ok(Self {
             service,
             site_id,
+            site_url,
             columns: Mutex::new(HashMap::new()),
         })
     }
@@ -349,6 +357,13 @@ impl Target for SharePointTarget {
         } else {
             Err(graph_failure("checking the site", &response))
         }
+    }
+
+    fn location(&self) -> Option<TargetLocation> {
+        Some(TargetLocation {
+            id: self.site_id.clone(),
+            url: self.site_url.clone(),
+        })
     }
 
     async fn discover(&self) -> Result<Vec<RemoteCollection>, ConnectorError> {

@@ -35,7 +35,7 @@ pub use source::{
 };
 pub use target::{
     CollectionRef, CollectionSpec, ErasedTarget, FieldSpec, ItemId, ProvisionReport, RemoteChange,
-    RemoteChangePage, RemoteCollection, RemoteField, Target, WriteOp, WriteOutcome,
+    RemoteChangePage, RemoteCollection, RemoteField, Target, TargetLocation, WriteOp, WriteOutcome,
 };
 pub use transform::{FieldRule, RouteDecision, RowView, RuleError, ShardRouter};
 pub use value::{Decimal, DecimalError, Value};

@@ -135,6 +135,14 @@ pub enum RemoteChange {
     },
 }
 
+/// Where a target's collections live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetLocation {
+    /// The service's id of the container (SharePoint: `hostname,siteGuid,webGuid`).
+    pub id: String,
+    pub url: Option<String>,
+}
+
 /// A page of changes and where to continue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteChangePage {
@@ -164,6 +172,12 @@ pub trait Target: Send + Sync + Sized + 'static {
     fn discover(
         &self,
     ) -> impl Future<Output = Result<Vec<RemoteCollection>, ConnectorError>> + Send;
+
+    /// Where the collections live, as the service names it once connected (SharePoint: the
+    /// site's composite id and web URL), for the inventory. `None` when there is nothing to say.
+    fn location(&self) -> Option<TargetLocation> {
+        None
+    }
 
     /// Creates the collection and any missing field; reports incompatible ones, changes none.
     fn provision(
@@ -214,6 +228,7 @@ pub trait Target: Send + Sync + Sized + 'static {
 /// The object-safe form of [`Target`].
 pub trait ErasedTarget: Send + Sync {
     fn kind(&self) -> &'static str;
+    fn location(&self) -> Option<TargetLocation>;
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
     fn discover(&self) -> BoxFuture<'_, Result<Vec<RemoteCollection>, ConnectorError>>;
     fn provision<'a>(
@@ -246,6 +261,10 @@ pub trait ErasedTarget: Send + Sync {
 impl<T: Target> ErasedTarget for T {
     fn kind(&self) -> &'static str {
         T::KIND
+    }
+
+    fn location(&self) -> Option<TargetLocation> {
+        Target::location(self)
     }
 
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {

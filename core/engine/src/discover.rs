@@ -70,7 +70,14 @@ impl Engine {
                         .collect(),
                 })
                 .collect();
-            put_discovered(self.store(), site.site_row_id, &lists).await?;
+            let location = target.location();
+            put_discovered(
+                self.store(),
+                site.site_row_id,
+                location.as_ref().map(|l| (l.id.as_str(), l.url.as_deref())),
+                &lists,
+            )
+            .await?;
             let site_name = format!("{}{}", site.hostname, site.site_path);
             out.extend(collections.iter().map(|c| ListDiscovered {
                 site: site_name.clone(),

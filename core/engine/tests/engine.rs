@@ -449,6 +449,18 @@ async fn discovery_records_every_list_with_columns_and_counts() {
         );
         assert_eq!(known.iter().filter_map(|l| l.item_count).sum::<i64>(), 7);
 
+        let sites = syncbridge_store::sharepoint::site_location(&store, "emulator")
+            .await
+            .expect("sites");
+        assert!(
+            sites.iter().all(|(id, url)| {
+                id.as_deref()
+                    .is_some_and(|id| id.starts_with("contoso.sharepoint.com,"))
+                    && url.as_deref() == Some("https://contoso.sharepoint.com/sites/projects")
+            }),
+            "{sites:?}"
+        );
+
         // Again: the same lists (matched by id), a second metrics row each.
         fx.engine
             .discover("emulator")

@@ -67,17 +67,24 @@ pub struct DiscoveredColumn {
     pub hidden: bool,
 }
 
-/// Records a site's lists in one transaction: each list is matched by its Graph id, then by
+/// Records a site (its Graph id and URL, when known) and its lists in one transaction: each list
+/// is matched by its Graph id, then by
 /// display name, and created when new (not marked provisioned: SyncBridge did not create it);
 /// its columns are replaced by what was found; a metrics row is added.
 pub async fn put_discovered(
     store: &Store,
     site_row_id: Id,
+    site: Option<(&str, Option<&str>)>,
     lists: &[DiscoveredList],
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     with_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
+        if let Some((site_id, web_url)) = site {
+            sqlx::query("UPDATE sharepoint_sites SET site_id = $2, web_url = $3 WHERE id = $1")
+                .bind(site_row_id).bind(site_id).bind(web_url)
+                .execute(&mut *tx).await?;
+        }
         for list in lists {
             let existing: Option<Id> = sqlx::query_scalar(
                 "SELECT id FROM sharepoint_lists WHERE site_id = $1 AND (list_id = $2 OR display_name = $3)
@@ -147,4 +154,16 @@ pub async fn known_lists(store: &Store, connection: &str) -> Result<Vec<KnownLis
          ORDER BY l.display_name")
         .bind(connection).fetch_all(pool).await)
     .map_err(StoreError::query("reading known lists"))
+}
+
+/// A site's Graph id and web URL, once discovery resolved them.
+pub async fn site_location(
+    store: &Store,
+    connection: &str,
+) -> Result<Vec<(Option<String>, Option<String>)>, StoreError> {
+    with_pool!(store, pool => sqlx::query_as::<_, (Option<String>, Option<String>)>(
+        "SELECT s.site_id, s.web_url FROM sharepoint_sites s
+         JOIN sharepoint_connections c ON c.id = s.connection_id WHERE c.name = $1")
+        .bind(connection).fetch_all(pool).await)
+    .map_err(StoreError::query("reading site locations"))
 }
