@@ -8,6 +8,7 @@ pub fn builtin() -> Registry {
     let mut registry = Registry::new();
     registry.register_source::<syncbridge_postgres::PostgresSource>();
     registry.register_source::<syncbridge_sqlite::SqliteSource>();
+    registry.register_source::<syncbridge_mysql::MySqlSource>();
     registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
     syncbridge_engine::rules::register_builtin_rules(&mut registry);
     registry

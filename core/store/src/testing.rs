@@ -204,3 +204,59 @@ impl Drop for PgDatabase {
             .output();
     }
 }
+
+/// A database created for one test on the local MariaDB (root, empty password), dropped when
+/// the test ends. Statements run through the `mariadb` client, so tests need no driver of their
+/// own to set up data.
+#[derive(Debug)]
+pub struct MariaDatabase {
+    pub name: String,
+}
+
+fn mariadb(database: Option<&str>, sql: &str) -> std::io::Result<std::process::Output> {
+    let mut command = std::process::Command::new("mariadb");
+    command.args(["-uroot", "-h127.0.0.1", "-P3306", "--protocol=TCP"]);
+    if let Some(database) = database {
+        command.args(["-D", database]);
+    }
+    command.args(["-e", sql]).output()
+}
+
+impl MariaDatabase {
+    /// Creates `sbtest_<prefix>_<random>`; `None` (after printing SKIPPED) when MariaDB is not
+    /// reachable and services are not required.
+    pub fn create(prefix: &str) -> Option<Self> {
+        let name = format!("sbtest_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        match mariadb(None, &format!("CREATE DATABASE `{name}`")) {
+            Ok(output) if output.status.success() => Some(Self { name }),
+            other => {
+                let why = match other {
+                    Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
+                    Err(error) => error.to_string(),
+                };
+                assert!(
+                    !services_required(),
+                    "MariaDB on 127.0.0.1:3306 is required: {why}"
+                );
+                println!("SKIPPED: MariaDB on 127.0.0.1:3306 is not reachable: {why}");
+                None
+            }
+        }
+    }
+
+    /// Runs SQL in this database; panics with the server's message when it fails.
+    pub fn execute(&self, sql: &str) {
+        let output = mariadb(Some(&self.name), sql).expect("the mariadb client runs");
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for MariaDatabase {
+    fn drop(&mut self) {
+        let _ = mariadb(None, &format!("DROP DATABASE IF EXISTS `{}`", self.name));
+    }
+}

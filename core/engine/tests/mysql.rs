@@ -1,0 +1,150 @@
+//! Real MariaDB → the Graph emulator through the push engine: introspect, provision, sync, edit
+//! the table, sync again (updates in place, deletes on a full run), rerun writes nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use syncbridge_api::Registry;
+use syncbridge_config::apply::{ApplyOptions, apply};
+use syncbridge_engine::run::{Engine, RunOptions};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::testing::{MariaDatabase, TestStore};
+
+fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
+    let mut titles: Vec<String> = emulator
+        .data()
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .filter(|l| l.display_name == list)
+        .flat_map(|l| {
+            l.items.values().map(|i| {
+                i.fields
+                    .get("Title")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            })
+        })
+        .collect();
+    titles.sort();
+    titles
+}
+
+#[tokio::test]
+async fn a_mariadb_table_syncs_edits_and_resyncs() {
+    let Some(db) = MariaDatabase::create("e2e") else {
+        return;
+    };
+    let mut sql = String::from(
+        "CREATE TABLE products (sku VARCHAR(20) PRIMARY KEY, name VARCHAR(80) NOT NULL,
+            price DECIMAL(10,2), active TINYINT(1) NOT NULL, added DATE,
+            changed TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);",
+    );
+    for i in 1..=30 {
+        sql.push_str(&format!(
+            "INSERT INTO products (sku, name, price, active, added) VALUES ('S{i:03}', 'Product {i}', {i}.50, {}, '2024-01-{:02}');",
+            i % 2,
+            i % 28 + 1
+        ));
+    }
+    db.execute(&sql);
+
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Products }}]\nsyncs:\n  - name: products\n    source: {{ database: shop, table: products }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Products }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: price, target: Price }}\n      - {{ source: active, target: Active }}\n      - {{ source: added, target: Added }}\n",
+        db.name,
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+    );
+    let config = syncbridge_config::load_str(
+        &text,
+        Path::new("mysql.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "t".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(&store, &config, &options).await.expect("apply");
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_mysql::MySqlSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+
+    engine.introspect("shop").await.expect("introspect");
+    engine.provision("products").await.expect("provision");
+    let first = engine
+        .run("products", &RunOptions::default())
+        .await
+        .expect("first run");
+    assert_eq!((first.created, first.failed), (30, 0), "{first:?}");
+    assert_eq!(titles(&emulator, "Products").len(), 30);
+    let list = emulator
+        .data()
+        .sites
+        .iter()
+        .flat_map(|s| s.lists.clone())
+        .find(|l| l.display_name == "Products")
+        .expect("list");
+    let item = list
+        .items
+        .values()
+        .find(|i| i.fields.get("Title").and_then(|v| v.as_str()) == Some("Product 3"))
+        .expect("item");
+    assert_eq!(item.fields["Price"], 3.5);
+    assert_eq!(item.fields["Active"], true, "TINYINT(1) arrives as yes/no");
+
+    // Edit two rows (the TIMESTAMP moves on), delete one.
+    db.execute(
+        "UPDATE products SET name = CONCAT(name, ' (new)'), changed = NOW() + INTERVAL 1 MINUTE WHERE sku IN ('S001', 'S002');
+         DELETE FROM products WHERE sku = 'S030';",
+    );
+    let second = engine
+        .run("products", &RunOptions::default())
+        .await
+        .expect("incremental run");
+    assert_eq!((second.updated, second.created), (2, 0), "{second:?}");
+    let full = engine
+        .run(
+            "products",
+            &RunOptions {
+                full: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("full run");
+    assert_eq!(
+        (full.deleted, full.created, full.updated),
+        (1, 0, 0),
+        "{full:?}"
+    );
+    let titles = titles(&emulator, "Products");
+    assert_eq!(titles.len(), 29);
+    assert!(titles.contains(&"Product 1 (new)".to_owned()));
+    let again = engine
+        .run("products", &RunOptions::default())
+        .await
+        .expect("rerun");
+    assert_eq!((again.created, again.updated, again.deleted), (0, 0, 0));
+}
