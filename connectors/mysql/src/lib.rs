@@ -22,10 +22,10 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use futures::StreamExt as _;
 use mysql_async::prelude::Queryable as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use syncbridge_api::{
-    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind,
-    CursorSpec, DataType, Decimal, IndexDescriptor, Position, ReadRequest, Row, RowBatch, Source,
+    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind, DataType,
+    Decimal, IndexDescriptor, KeysetPlan, PlanColumn, ReadRequest, Row, RowBatch, Source,
     TableDescriptor, TableKind, TableRef, Value,
 };
 
@@ -71,14 +71,6 @@ pub struct MySqlSource {
 /// Quotes an identifier with backticks.
 pub fn quote(identifier: &str) -> String {
     format!("`{}`", identifier.replace('`', "``"))
-}
-
-/// Where a read stopped: watermark and key of the last row, as text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Cursor {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    watermark: Option<Option<String>>,
-    after: Vec<Option<String>>,
 }
 
 /// One column as the catalog describes it.
@@ -314,6 +306,16 @@ fn classify(address: &str, what: &str, error: mysql_async::Error) -> ConnectorEr
     }
 }
 
+impl PlanColumn for CatalogColumn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unreadable(&self) -> Option<&str> {
+        self.data_type.as_ref().err().map(String::as_str)
+    }
+}
+
 impl Source for MySqlSource {
     type Config = MySqlSourceConfig;
     const KIND: &'static str = "mysql";
@@ -398,67 +400,11 @@ impl Source for MySqlSource {
 
     async fn read(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
         let catalog = self.columns_of(&request.table).await?;
-        let columns: Vec<String> = if request.columns.is_empty() {
-            catalog.iter().map(|c| c.name.clone()).collect()
-        } else {
-            request.columns.clone()
-        };
-        let find = |name: &str| {
-            catalog
-                .iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    ConnectorError::user(format!(
-                        "table `{}` has no column `{name}`",
-                        request.table
-                    ))
-                    .with_hint("correct the mapping, or check what changed in the table")
-                })
-        };
-        let mut read_columns = Vec::new();
-        for name in &columns {
-            let column = find(name)?;
-            if let Err(native) = &column.data_type {
-                return Err(ConnectorError::user(format!(
-                    "column `{}` of `{}` has type `{native}`, which SyncBridge cannot read",
-                    column.name, request.table
-                ))
-                .with_hint(format!(
-                    "read it through a view that converts it, e.g. `CAST({} AS CHAR)`",
-                    quote(&column.name)
-                )));
-            }
-            read_columns.push(column);
-        }
-        if request.key.is_empty() {
-            return Err(ConnectorError::user(format!(
-                "reading `{}` needs key columns to page by",
-                request.table
-            )));
-        }
-        let (order, watermark, look_back) = match &request.cursor {
-            CursorSpec::FullScan => (request.key.clone(), None, 0),
-            CursorSpec::UpdatedAt { column, look_back } => {
-                let mut order = vec![column.clone()];
-                order.extend(request.key.iter().cloned());
-                (order, Some(find(column)?), look_back.as_secs())
-            }
-            CursorSpec::Lsn { .. } => {
-                return Err(ConnectorError::user(
-                    "the LSN cursor (binlog) is not implemented for MySQL yet",
-                )
-                .with_hint("use UPDATED_AT or FULL_SCAN"));
-            }
-        };
-        let order_columns: Vec<CatalogColumn> =
-            order.iter().map(|c| find(c)).collect::<Result<_, _>>()?;
-        let cursor: Option<Cursor> = match &request.from {
-            Some(position) => Some(serde_json::from_str(&position.0).map_err(|e| {
-                ConnectorError::internal(format!("unreadable position `{}`: {e}", position.0))
-            })?),
-            None => None,
-        };
+        let plan = KeysetPlan::new(&request, &catalog, "MySQL", |c| {
+            format!("CAST({} AS CHAR)", quote(c))
+        })?;
+        let (read_columns, order_columns) = (plan.read.clone(), plan.order.clone());
+        let look_back = plan.look_back.as_secs();
         let select_list = read_columns
             .iter()
             .map(|c| quote(&c.name))
@@ -480,19 +426,15 @@ impl Source for MySqlSource {
         let pool = self.pool.clone();
         let address = self.address.clone();
         let table_name = request.table.to_string();
-        let shared: Arc<[String]> = columns.into();
+        let shared: Arc<[String]> = plan.columns.clone().into();
         let batch_size = request.batch_size.max(1);
         let width = read_columns.len();
         let stream = async_stream::try_stream! {
-            let mut after: Option<Vec<Option<String>>> = match (&cursor, &watermark) {
-                (Some(c), None) => Some(c.after.clone()),
-                _ => None,
-            };
-            let start = cursor.as_ref().and_then(|c| c.watermark.clone()).flatten();
+            let (mut after, start) = plan.start();
             loop {
                 let mut sql = base.clone();
                 let mut binds: Vec<mysql_async::Value> = Vec::new();
-                match (&after, &watermark, &start) {
+                match (&after, &plan.watermark, &start) {
                     (Some(values), _, _) => {
                         let (condition, params) = keyset(&order_names, values);
                         sql.push_str(&format!(" WHERE {condition}"));
@@ -535,10 +477,10 @@ impl Source for MySqlSource {
                 if zero_dates > 0 {
                     tracing::warn!(table = %table_name, values = zero_dates, "zero dates (0000-00-00) read as NULL");
                 }
-                let position = Cursor { watermark: watermark.as_ref().map(|_| last.first().cloned().flatten()), after: last.clone() };
+                let position = plan.position_after(&last).to_position();
                 let full = count == batch_size;
                 after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position: serde_json::to_string(&position).ok().map(Position) };
+                yield RowBatch { columns: shared.clone(), rows: out, position };
                 if !full {
                     break;
                 }

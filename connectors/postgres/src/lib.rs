@@ -18,12 +18,12 @@ use std::sync::Arc;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use futures::StreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 use syncbridge_api::{
-    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind,
-    CursorSpec, DataType, Decimal, IndexDescriptor, Position, ReadRequest, Row, RowBatch, Source,
+    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind, DataType,
+    Decimal, IndexDescriptor, KeysetPlan, PlanColumn, ReadRequest, Row, RowBatch, Source,
     TableDescriptor, TableKind, TableRef, Value,
 };
 
@@ -75,14 +75,6 @@ fn table_sql(table: &TableRef) -> String {
         Some(schema) => format!("{}.{}", quote(schema), quote(&table.name)),
         None => quote(&table.name),
     }
-}
-
-/// Where a read stopped: watermark and key of the last row, as text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Cursor {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    watermark: Option<Option<String>>,
-    after: Vec<Option<String>>,
 }
 
 impl PostgresSource {
@@ -145,6 +137,16 @@ struct CatalogColumn {
     sql_type: String,
     data_type: Result<DataType, String>,
     is_array: bool,
+}
+
+impl PlanColumn for CatalogColumn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unreadable(&self) -> Option<&str> {
+        self.data_type.as_ref().err().map(String::as_str)
+    }
 }
 
 impl Source for PostgresSource {
@@ -229,67 +231,11 @@ impl Source for PostgresSource {
 
     async fn read(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
         let catalog = self.columns_of(&request.table).await?;
-        let columns: Vec<String> = if request.columns.is_empty() {
-            catalog.iter().map(|c| c.name.clone()).collect()
-        } else {
-            request.columns.clone()
-        };
-        let find = |name: &str| {
-            catalog
-                .iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    ConnectorError::user(format!(
-                        "table `{}` has no column `{name}`",
-                        request.table
-                    ))
-                    .with_hint("correct the mapping, or check what changed in the table")
-                })
-        };
-        let mut read_columns = Vec::new();
-        for name in &columns {
-            let column = find(name)?;
-            if let Err(native) = &column.data_type {
-                return Err(ConnectorError::user(format!(
-                    "column `{}` of `{}` has type `{native}`, which SyncBridge cannot read",
-                    column.name, request.table
-                ))
-                .with_hint(format!(
-                    "read it through a view that casts it, e.g. `{}::text`",
-                    quote(&column.name)
-                )));
-            }
-            read_columns.push(column);
-        }
-        if request.key.is_empty() {
-            return Err(ConnectorError::user(format!(
-                "reading `{}` needs key columns to page by",
-                request.table
-            )));
-        }
-        let (order, watermark, look_back) = match &request.cursor {
-            CursorSpec::FullScan => (request.key.clone(), None, 0),
-            CursorSpec::UpdatedAt { column, look_back } => {
-                let mut order = vec![column.clone()];
-                order.extend(request.key.iter().cloned());
-                (order, Some(find(column)?), look_back.as_secs())
-            }
-            CursorSpec::Lsn { .. } => {
-                return Err(ConnectorError::user(
-                    "the LSN cursor (logical decoding) is not implemented for PostgreSQL yet",
-                )
-                .with_hint("use UPDATED_AT or FULL_SCAN"));
-            }
-        };
-        let order_columns: Vec<CatalogColumn> =
-            order.iter().map(|c| find(c)).collect::<Result<_, _>>()?;
-        let cursor: Option<Cursor> = match &request.from {
-            Some(position) => Some(serde_json::from_str(&position.0).map_err(|e| {
-                ConnectorError::internal(format!("unreadable position `{}`: {e}", position.0))
-            })?),
-            None => None,
-        };
+        let plan = KeysetPlan::new(&request, &catalog, "PostgreSQL", |c| {
+            format!("{}::text", quote(c))
+        })?;
+        let (read_columns, order_columns) = (plan.read.clone(), plan.order.clone());
+        let look_back = plan.look_back.as_secs();
         // Output columns get positional aliases: an output named like a table column would make
         // `ORDER BY col` sort the text rendering instead of the column.
         let select_list = read_columns
@@ -318,19 +264,15 @@ impl Source for PostgresSource {
         let base = format!("SELECT {select_list} FROM {}", table_sql(&request.table));
         let pool = self.pool.clone();
         let address = self.address.clone();
-        let shared: Arc<[String]> = columns.into();
+        let shared: Arc<[String]> = plan.columns.clone().into();
         let batch_size = request.batch_size.max(1);
         let width = read_columns.len();
         let stream = async_stream::try_stream! {
-            let mut after: Option<Vec<Option<String>>> = match (&cursor, &watermark) {
-                (Some(c), None) => Some(c.after.clone()),
-                _ => None,
-            };
-            let start = cursor.as_ref().and_then(|c| c.watermark.clone()).flatten();
+            let (mut after, start) = plan.start();
             loop {
                 let mut sql = base.clone();
                 let mut binds: Vec<Option<String>> = Vec::new();
-                match (&after, &watermark, &start) {
+                match (&after, &plan.watermark, &start) {
                     (Some(values), _, _) => {
                         // Expanded form keeps NULL-free keys index-friendly and exact per type.
                         let placeholders: Vec<String> = order_columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, c.sql_type)).collect();
@@ -364,10 +306,10 @@ impl Source for PostgresSource {
                     out.push(Row::new(values));
                     last = (width..width + order_columns.len()).map(|i| row.try_get::<Option<String>, _>(i).ok().flatten()).collect();
                 }
-                let position = Cursor { watermark: watermark.as_ref().map(|_| last.first().cloned().flatten()), after: last.clone() };
+                let position = plan.position_after(&last).to_position();
                 let full = rows.len() == batch_size;
                 after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position: serde_json::to_string(&position).ok().map(Position) };
+                yield RowBatch { columns: shared.clone(), rows: out, position };
                 if !full {
                     break;
                 }

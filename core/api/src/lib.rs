@@ -15,6 +15,7 @@
 
 mod batch;
 mod error;
+mod keyset;
 mod registry;
 mod schema;
 mod source;
@@ -24,6 +25,7 @@ mod value;
 
 pub use batch::{Row, RowBatch, RowKind};
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
+pub use keyset::{KeysetPlan, KeysetPosition, PlanColumn};
 pub use registry::{Registry, SourceFactory, TargetFactory, UnknownName};
 pub use schema::{
     ColumnDescriptor, ConstraintDescriptor, ConstraintKind, DataType, IndexDescriptor,
