@@ -236,13 +236,27 @@ impl Engine {
         &self,
         def: &RunDefinition,
     ) -> Result<(Id, Box<dyn ErasedSource>), EngineError> {
+        self.connect_source_excluding(def, &[]).await
+    }
+
+    /// Connects the first healthy source instance not in `exclude` (failover in the middle of a
+    /// run), and records when it was last verified.
+    pub async fn connect_source_excluding(
+        &self,
+        def: &RunDefinition,
+        exclude: &[Id],
+    ) -> Result<(Id, Box<dyn ErasedSource>), EngineError> {
         let factory = self
             .registry
             .source(&def.db_type)
             .map_err(|e| EngineError::config(def, e.to_string()))?;
         let mut last_error = None;
         let key = || self.key();
-        for instance in &def.sources {
+        for instance in def
+            .sources
+            .iter()
+            .filter(|i| !exclude.contains(&i.instance_id))
+        {
             let config = source_config(&def.database_name, instance, &key).map_err(|error| {
                 EngineError::Connector {
                     sync: def.name.clone(),
@@ -251,7 +265,10 @@ impl Engine {
             })?;
             match factory(config).await {
                 Ok(source) => match source.healthcheck().await {
-                    Ok(()) => return Ok((instance.instance_id, source)),
+                    Ok(()) => {
+                        runtime::mark_instance_verified(&self.store, instance.instance_id).await?;
+                        return Ok((instance.instance_id, source));
+                    }
                     Err(error) => {
                         tracing::warn!(sync = %def.name, instance = %instance.instance_label, error = %error, "source instance unhealthy; trying the next");
                         last_error = Some(error);
@@ -1131,45 +1148,107 @@ impl<'a> RunState<'a> {
                 .await?
                 .map(Position)
         };
-        let request = self.read_request(from, mapper);
-        let mut stream = source
-            .read(request.clone())
-            .await
-            .map_err(|e| self.connector_error(e))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| self.connector_error(e))?;
-            self.process_batch(&batch, mapper, router).await?;
-            if let Some(progress) = &self.options.progress {
-                progress(&self.counters);
-            }
-            if let (Some(position), Some(run_id)) = (&batch.position, self.run_id)
-                && !full_scan
-            {
-                let cursor_type = if self.def.cursor_strategy == "LSN" {
-                    "LSN"
-                } else {
-                    "TIMESTAMP"
+        // The instance read from: the one the run connected, or another after a failover.
+        let mut replacement: Option<Box<dyn ErasedSource>> = None;
+        let mut tried = vec![self.instance_id];
+        // The position after the last batch read, whether or not it was committed: a failover
+        // resumes there (positions are portable between instances of one database).
+        let mut from = from;
+        'instances: loop {
+            let current: &dyn ErasedSource = replacement.as_deref().unwrap_or(source);
+            let request = self.read_request(from.clone(), mapper);
+            let mut stream = match current.read(request.clone()).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    replacement = Some(self.fail_over(error, &mut tried).await?);
+                    continue 'instances;
+                }
+            };
+            while let Some(batch) = stream.next().await {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        drop(stream);
+                        replacement = Some(self.fail_over(error, &mut tried).await?);
+                        continue 'instances;
+                    }
                 };
-                runtime::put_source_cursor(
-                    &self.engine.store,
-                    self.def.id,
-                    Some(self.instance_id),
-                    cursor_type,
-                    &position.0,
-                    run_id,
-                )
-                .await?;
-                source
-                    .acknowledge(&request, position)
-                    .await
-                    .map_err(|e| self.connector_error(e))?;
+                self.process_batch(&batch, mapper, router).await?;
+                if let Some(progress) = &self.options.progress {
+                    progress(&self.counters);
+                }
+                if let Some(position) = &batch.position {
+                    from = Some(position.clone());
+                }
+                if let (Some(position), Some(run_id)) = (&batch.position, self.run_id)
+                    && !full_scan
+                {
+                    let cursor_type = if self.def.cursor_strategy == "LSN" {
+                        "LSN"
+                    } else {
+                        "TIMESTAMP"
+                    };
+                    runtime::put_source_cursor(
+                        &self.engine.store,
+                        self.def.id,
+                        Some(self.instance_id),
+                        cursor_type,
+                        &position.0,
+                        run_id,
+                    )
+                    .await?;
+                    current
+                        .acknowledge(&request, position)
+                        .await
+                        .map_err(|e| self.connector_error(e))?;
+                }
+                if self.options.shutdown.is_cancelled() {
+                    tracing::info!(sync = %self.def.name, "stopping after the batch in flight, as asked");
+                    return Ok(false);
+                }
             }
-            if self.options.shutdown.is_cancelled() {
-                tracing::info!(sync = %self.def.name, "stopping after the batch in flight, as asked");
-                return Ok(false);
-            }
+            return Ok(true);
         }
-        Ok(true)
+    }
+
+    /// A read failed: when the failure is retriable (the instance went away) and another
+    /// instance is healthy, switch to it and record the event; otherwise the run stops with the
+    /// original error. Change-log (`LSN`) positions belong to one server, so they never fail
+    /// over.
+    async fn fail_over(
+        &mut self,
+        error: ConnectorError,
+        tried: &mut Vec<Id>,
+    ) -> Result<Box<dyn ErasedSource>, EngineError> {
+        if !error.is_retriable() || self.def.cursor_strategy == "LSN" {
+            return Err(self.connector_error(error));
+        }
+        let (instance_id, source) =
+            match self.engine.connect_source_excluding(self.def, tried).await {
+                Ok(next) => next,
+                Err(_) => return Err(self.connector_error(error)),
+            };
+        tried.push(instance_id);
+        let label = self
+            .def
+            .sources
+            .iter()
+            .find(|i| i.instance_id == instance_id)
+            .map_or_else(String::new, |i| i.instance_label.clone());
+        tracing::warn!(sync = %self.def.name, instance = %label, error = %error, "source instance failed mid-run; continuing on the next");
+        if let Some(run_id) = self.run_id {
+            runtime::add_event(
+                &self.engine.store,
+                run_id,
+                "WARN",
+                "FAILOVER",
+                &format!("reading failed ({error}); continued on instance `{label}`"),
+                Some(serde_json::json!({"instance": label})),
+            )
+            .await?;
+        }
+        self.instance_id = instance_id;
+        Ok(source)
     }
 
     fn identity_of(

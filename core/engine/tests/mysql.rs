@@ -9,7 +9,7 @@ use syncbridge_config::apply::{ApplyOptions, apply};
 use syncbridge_engine::run::{Engine, RunOptions};
 use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use syncbridge_store::secrets::MasterKey;
-use syncbridge_store::testing::{MariaDatabase, TestStore};
+use syncbridge_store::testing::{MariaDatabase, TcpRelay, TestStore};
 
 fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
     let mut titles: Vec<String> = emulator
@@ -147,4 +147,107 @@ async fn a_mariadb_table_syncs_edits_and_resyncs() {
         .await
         .expect("rerun");
     assert_eq!((again.created, again.updated, again.deleted), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
+    let Some(db) = MariaDatabase::create("failover") else {
+        return;
+    };
+    let mut sql = String::from(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, changed DATETIME NOT NULL);",
+    );
+    for i in 1..=200 {
+        sql.push_str(&format!(
+            "INSERT INTO items VALUES ({i}, 'item {i}', '2024-01-01 00:00:00' + INTERVAL {i} SECOND);"
+        ));
+    }
+    db.execute(&sql);
+    let relay = TcpRelay::start("127.0.0.1:3306").await;
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: root, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 3306, user: root, priority: 2 }}\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        db.name,
+        relay.port,
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+    );
+    let config = syncbridge_config::load_str(
+        &text,
+        Path::new("failover.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "t".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(&store, &config, &options).await.expect("apply");
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_mysql::MySqlSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    engine.provision("items").await.expect("provision");
+
+    // The first instance goes away once 50 rows have been processed.
+    let cut = relay.cutter();
+    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |counters| {
+        if counters.processed >= 50 {
+            cut();
+        }
+    });
+    let report = engine
+        .run(
+            "items",
+            &RunOptions {
+                batch_size: 10,
+                progress: Some(progress),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("the run survives the lost instance");
+    assert!(relay.is_cut(), "the first instance was cut");
+    assert_eq!((report.created, report.failed), (200, 0), "{report:?}");
+    let titles = titles(&emulator, "Items");
+    let mut unique = titles.clone();
+    unique.dedup();
+    assert_eq!(
+        (titles.len(), unique.len()),
+        (200, 200),
+        "every row exactly once"
+    );
+    let run_id = report
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    let events = syncbridge_store::runtime::run_events(&store, run_id)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|(severity, kind, message)| severity == "WARN"
+                && kind == "FAILOVER"
+                && message.contains("`second`")),
+        "{events:?}"
+    );
 }

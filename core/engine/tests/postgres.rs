@@ -389,3 +389,118 @@ async fn provisioning_follows_the_table_schema_and_is_idempotent() {
         .expect("run");
     assert_eq!((report.created, report.failed), (1, 0));
 }
+
+/// The first instance (a relay to the same server) goes away in the middle of a run: the run
+/// continues on the second from the last position read, every row lands exactly once, a
+/// FAILOVER event names the instance, and both instances carry `last_verified_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_fails_over_when_the_first_instance_goes_away() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("failover") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let relay = syncbridge_store::testing::TcpRelay::start("127.0.0.1:5432").await;
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: postgres, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 5432, user: postgres, priority: 2 }}\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        pg.name,
+        relay.port,
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+    );
+    let config = syncbridge_config::load_str(
+        &text,
+        Path::new("failover.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "t".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(&store, &config, &options).await.expect("apply");
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    engine.provision("items").await.expect("provision");
+
+    let cut = relay.cutter();
+    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |counters| {
+        if counters.processed >= 50 {
+            cut();
+        }
+    });
+    let report = engine
+        .run(
+            "items",
+            &RunOptions {
+                batch_size: 10,
+                progress: Some(progress),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("the run survives the lost instance");
+    assert!(relay.is_cut());
+    assert_eq!(
+        (report.created, report.failed, report.deleted),
+        (200, 0, 0),
+        "{report:?}"
+    );
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), 200, "every row exactly once");
+    let run_id = report
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    let events = syncbridge_store::runtime::run_events(&store, run_id)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|(_, kind, message)| kind == "FAILOVER" && message.contains("`second`")),
+        "{events:?}"
+    );
+    let mut meta = sqlx::SqliteConnection::connect(store.url())
+        .await
+        .expect("meta-store");
+    let verified: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT instance_label, last_verified_at FROM database_instances ORDER BY instance_label",
+    )
+    .fetch_all(&mut meta)
+    .await
+    .expect("instances");
+    assert!(
+        verified.iter().all(|(_, at)| at.is_some()),
+        "both instances were verified: {verified:?}"
+    );
+}

@@ -67,6 +67,17 @@ pub async fn add_event(
     .map_err(StoreError::query("recording an event"))
 }
 
+/// A run's events, oldest first: `(severity, event_type, message)`.
+pub async fn run_events(
+    store: &Store,
+    run_id: Id,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    with_pool!(store, pool => sqlx::query_as::<_, (String, String, String)>(
+        "SELECT severity, event_type, message FROM sync_events WHERE sync_run_id = $1 ORDER BY created_at, id")
+        .bind(run_id).fetch_all(pool).await)
+    .map_err(StoreError::query("reading run events"))
+}
+
 /// One run, for `syncbridge runs`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRecord {
@@ -244,6 +255,13 @@ pub async fn delete_ledger(store: &Store, sync_def_id: Id, hash: &str) -> Result
     with_pool!(store, pool => sqlx::query("DELETE FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash = $2")
         .bind(sync_def_id).bind(hash).execute(pool).await.map(|_| ()))
     .map_err(StoreError::query("deleting a ledger row"))
+}
+
+/// Records that a source instance answered a health check now.
+pub async fn mark_instance_verified(store: &Store, instance_id: Id) -> Result<(), StoreError> {
+    with_pool!(store, pool => sqlx::query("UPDATE database_instances SET last_verified_at = $2 WHERE id = $1")
+        .bind(instance_id).bind(Utc::now()).execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("recording an instance check"))
 }
 
 /// Reads a source cursor (`None` before the first committed run).

@@ -260,3 +260,66 @@ impl Drop for MariaDatabase {
         let _ = mariadb(None, &format!("DROP DATABASE IF EXISTS `{}`", self.name));
     }
 }
+
+/// A TCP relay to a local server that a test can cut: stands for a database instance that goes
+/// away (connections drop, new ones are refused).
+#[derive(Debug)]
+pub struct TcpRelay {
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl TcpRelay {
+    /// Relays `127.0.0.1:<new port>` to `target` (e.g. `127.0.0.1:3306`).
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the relay listens");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let target = target.to_owned();
+        tokio::spawn(async move {
+            let mut stop = watch.clone();
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|cut| *cut) => return,
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { return };
+                        let mut stop = watch.clone();
+                        let target = target.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = stop.wait_for(|cut| *cut) => {}
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Self {
+            port,
+            cut: std::sync::Arc::new(cut),
+        }
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+
+    /// A handle that cuts the relay from elsewhere (a progress callback).
+    pub fn cutter(&self) -> impl Fn() + Send + Sync + 'static {
+        let cut = self.cut.clone();
+        move || {
+            let _ = cut.send(true);
+        }
+    }
+}
