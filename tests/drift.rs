@@ -63,10 +63,15 @@ fn dropped_mapped_column_is_critical_and_new_column_is_medium() {
     );
 
     psql("ALTER TABLE projects ADD COLUMN budget numeric");
+    psql("CREATE INDEX ix_projects_name ON projects (name)");
     let added = run(syncbridge().args(["--store", &store, "drift", "--check"]));
     let text = String::from_utf8_lossy(&added.stdout);
     assert_eq!(added.status.code(), Some(0), "{text}");
     assert!(text.contains("MEDIUM") && text.contains("budget"), "{text}");
+    assert!(
+        text.contains("LOW") && text.contains("new index `ix_projects_name`"),
+        "{text}"
+    );
 
     psql("ALTER TABLE projects DROP COLUMN status");
     let dropped = run(syncbridge().args(["--store", &store, "--json", "drift", "--check"]));

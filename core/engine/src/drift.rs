@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use syncbridge_api::TableRef;
-use syncbridge_store::inventory::{ColumnRecord, latest_snapshot};
+use syncbridge_store::inventory::{ColumnRecord, ConstraintRecord, IndexRecord, latest_snapshot};
 
 use crate::introspect::record;
 use crate::run::{Engine, EngineError};
@@ -136,6 +136,127 @@ pub fn compare_columns(
     out
 }
 
+/// Compares a table's constraints and indexes with the snapshot's. Index changes are LOW; a
+/// changed primary key is HIGH (item identities are built from it); the unique constraint a
+/// `UNIQUE_CONSTRAINT` sync keys on, dropped, is CRITICAL; other constraint changes are LOW.
+pub fn compare_structure(
+    sync: &str,
+    table: &str,
+    before: (&[ConstraintRecord], &[IndexRecord]),
+    after: (&[ConstraintRecord], &[IndexRecord]),
+    key_constraint: Option<&str>,
+) -> Vec<Finding> {
+    let finding = |severity, message: String| Finding {
+        sync: sync.to_owned(),
+        table: table.to_owned(),
+        severity,
+        column: None,
+        message,
+    };
+    let mut out = Vec::new();
+    let primary = |constraints: &[ConstraintRecord]| {
+        constraints
+            .iter()
+            .find(|c| c.constraint_type == "PRIMARY_KEY")
+            .map(|c| c.columns.clone())
+    };
+    let (old_pk, new_pk) = (primary(before.0), primary(after.0));
+    if old_pk != new_pk {
+        let show = |pk: &Option<Vec<String>>| {
+            pk.as_ref()
+                .map_or_else(|| "none".to_owned(), |c| format!("({})", c.join(", ")))
+        };
+        out.push(finding(
+            Severity::High,
+            format!(
+                "primary key changed from {} to {}; item identities are built from the key: check the sync's key strategy",
+                show(&old_pk),
+                show(&new_pk)
+            ),
+        ));
+    }
+    for old in before
+        .0
+        .iter()
+        .filter(|c| c.constraint_type != "PRIMARY_KEY")
+    {
+        match after.0.iter().find(|c| c.constraint_name == old.constraint_name) {
+            None if key_constraint == Some(old.constraint_name.as_str()) => out.push(finding(
+                Severity::Critical,
+                format!(
+                    "unique constraint `{}`, the sync's key, was dropped; choose another key strategy",
+                    old.constraint_name
+                ),
+            )),
+            None => out.push(finding(
+                Severity::Low,
+                format!("{} constraint `{}` was dropped", old.constraint_type, old.constraint_name),
+            )),
+            Some(new) if new.columns != old.columns || new.definition != old.definition => {
+                out.push(finding(
+                    Severity::Low,
+                    format!("constraint `{}` changed", old.constraint_name),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for new in after
+        .0
+        .iter()
+        .filter(|c| c.constraint_type != "PRIMARY_KEY")
+    {
+        if !before
+            .0
+            .iter()
+            .any(|c| c.constraint_name == new.constraint_name)
+        {
+            out.push(finding(
+                Severity::Low,
+                format!(
+                    "new {} constraint `{}`",
+                    new.constraint_type, new.constraint_name
+                ),
+            ));
+        }
+    }
+    for old in before.1 {
+        match after.1.iter().find(|i| i.index_name == old.index_name) {
+            None => out.push(finding(
+                Severity::Low,
+                format!("index `{}` was dropped", old.index_name),
+            )),
+            Some(new) if new.columns != old.columns || new.is_unique != old.is_unique => {
+                out.push(finding(
+                    Severity::Low,
+                    format!(
+                        "index `{}` changed: ({}){} → ({}){}",
+                        old.index_name,
+                        old.columns.join(", "),
+                        if old.is_unique { " unique" } else { "" },
+                        new.columns.join(", "),
+                        if new.is_unique { " unique" } else { "" }
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for new in after.1 {
+        if !before.1.iter().any(|i| i.index_name == new.index_name) {
+            out.push(finding(
+                Severity::Low,
+                format!(
+                    "new index `{}` on ({})",
+                    new.index_name,
+                    new.columns.join(", ")
+                ),
+            ));
+        }
+    }
+    out
+}
+
 impl Engine {
     /// Drift findings of every definition (or one), most severe first.
     pub async fn drift(&self, only: Option<&str>) -> Result<Vec<Finding>, EngineError> {
@@ -178,18 +299,33 @@ impl Engine {
                 });
                 continue;
             };
-            let after = record(&live).columns;
-            let before = match latest_snapshot(self.store(), def.table_id).await? {
-                Some((_, columns, _, _)) => columns,
-                // No snapshot yet: only the mappings can be checked.
-                None => after.clone(),
-            };
+            let after = record(&live);
+            let (before, constraints, indexes) =
+                match latest_snapshot(self.store(), def.table_id).await? {
+                    Some((_, columns, constraints, indexes)) => (columns, constraints, indexes),
+                    // No snapshot yet: only the mappings can be checked.
+                    None => (
+                        after.columns.clone(),
+                        after.constraints.clone(),
+                        after.indexes.clone(),
+                    ),
+                };
             findings.extend(compare_columns(
                 &name,
                 &table.to_string(),
                 &before,
-                &after,
+                &after.columns,
                 &mapped,
+            ));
+            let key_constraint = (def.key_strategy == "UNIQUE_CONSTRAINT")
+                .then_some(def.key_constraint_name.as_deref())
+                .flatten();
+            findings.extend(compare_structure(
+                &name,
+                &table.to_string(),
+                (&constraints, &indexes),
+                (&after.constraints, &after.indexes),
+                key_constraint,
             ));
         }
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -213,6 +349,88 @@ mod tests {
             is_primary_key: false,
             is_unique: false,
         }
+    }
+
+    #[test]
+    fn index_and_constraint_changes_are_graded() {
+        let constraint = |name: &str, kind: &str, columns: &[&str]| ConstraintRecord {
+            constraint_name: name.into(),
+            constraint_type: kind.into(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            referenced_table: None,
+            definition: None,
+        };
+        let index = |name: &str, unique: bool, columns: &[&str]| IndexRecord {
+            index_name: name.into(),
+            is_unique: unique,
+            index_method: None,
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            definition: None,
+        };
+        let before_c = [
+            constraint("pk", "PRIMARY_KEY", &["id"]),
+            constraint("uq_code", "UNIQUE", &["code"]),
+        ];
+        let before_i = [
+            index("ix_name", false, &["name"]),
+            index("ix_old", false, &["x"]),
+        ];
+        let after_c = [constraint("pk", "PRIMARY_KEY", &["id", "region"])];
+        let after_i = [
+            index("ix_name", true, &["name"]),
+            index("ix_new", false, &["y"]),
+        ];
+        let findings = compare_structure(
+            "s",
+            "t",
+            (&before_c, &before_i),
+            (&after_c, &after_i),
+            Some("uq_code"),
+        );
+        let graded: Vec<(Severity, &str)> = findings
+            .iter()
+            .map(|f| (f.severity, f.message.as_str()))
+            .collect();
+        assert!(
+            graded.iter().any(|(s, m)| *s == Severity::High
+                && m.contains("primary key changed from (id) to (id, region)")),
+            "{graded:?}"
+        );
+        assert!(
+            graded
+                .iter()
+                .any(|(s, m)| *s == Severity::Critical && m.contains("`uq_code`")),
+            "{graded:?}"
+        );
+        assert!(
+            graded
+                .iter()
+                .any(|(s, m)| *s == Severity::Low && m.contains("index `ix_name` changed")),
+            "{graded:?}"
+        );
+        assert!(
+            graded
+                .iter()
+                .any(|(s, m)| *s == Severity::Low && m.contains("index `ix_old` was dropped")),
+            "{graded:?}"
+        );
+        assert!(
+            graded
+                .iter()
+                .any(|(s, m)| *s == Severity::Low && m.contains("new index `ix_new`")),
+            "{graded:?}"
+        );
+        assert_eq!(findings.len(), 5, "{graded:?}");
+        assert!(
+            compare_structure(
+                "s",
+                "t",
+                (&before_c, &before_i),
+                (&before_c, &before_i),
+                None
+            )
+            .is_empty()
+        );
     }
 
     #[test]
