@@ -12,6 +12,8 @@
 //! catalog type, so `numeric(38, s)` stays exact and no driver type mapping can silently round.
 //! Positions keep key values as text and cast them back to the column's type in SQL.
 
+mod lsn;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -22,9 +24,9 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 use syncbridge_api::{
-    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind, DataType,
-    Decimal, IndexDescriptor, KeysetPlan, PlanColumn, ReadRequest, Row, RowBatch, Source,
-    TableDescriptor, TableKind, TableRef, Value,
+    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind,
+    CursorSpec, DataType, Decimal, IndexDescriptor, KeysetPlan, PlanColumn, Position, ReadRequest,
+    Row, RowBatch, Source, TableDescriptor, TableKind, TableRef, Value,
 };
 
 /// Where the database is (the engine fills this from the instance row).
@@ -230,6 +232,31 @@ impl Source for PostgresSource {
     }
 
     async fn read(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
+        match &request.cursor {
+            CursorSpec::Lsn { options } => {
+                let options = options.clone();
+                self.read_lsn(request, &options).await
+            }
+            _ => self.read_keyset(request).await,
+        }
+    }
+
+    async fn acknowledge(
+        &self,
+        request: &ReadRequest,
+        position: &Position,
+    ) -> Result<(), ConnectorError> {
+        if matches!(request.cursor, CursorSpec::Lsn { .. }) {
+            self.acknowledge_lsn(position).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl PostgresSource {
+    /// Keyset reads for `FULL_SCAN` and `UPDATED_AT` (and the snapshot phase of `LSN`).
+    async fn read_keyset(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
         let catalog = self.columns_of(&request.table).await?;
         let plan = KeysetPlan::new(&request, &catalog, "PostgreSQL", |c| {
             format!("{}::text", quote(c))

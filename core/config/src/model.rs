@@ -378,6 +378,11 @@ pub struct CursorSpec {
     /// is not commit time.
     #[serde(default = "default_look_back")]
     pub look_back_seconds: u64,
+    /// `LSN` (PostgreSQL): the logical replication slot to read from. By default SyncBridge
+    /// derives a name from the database and table, creates the slot on the first run and
+    /// recreates it on `run --full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 fn default_look_back() -> u64 {

@@ -532,8 +532,12 @@ impl Applier<'_> {
                 .collect::<Vec<_>>(),
             "default": sync.targets.get(default_index).map(|t| t.name.clone()),
         });
-        let cursor_options =
-            serde_json::json!({ "look_back_seconds": sync.cursor.look_back_seconds });
+        let cursor_options = match &sync.cursor.slot {
+            Some(slot) => {
+                serde_json::json!({ "look_back_seconds": sync.cursor.look_back_seconds, "slot": slot })
+            }
+            None => serde_json::json!({ "look_back_seconds": sync.cursor.look_back_seconds }),
+        };
         let window = sync
             .window
             .as_ref()
