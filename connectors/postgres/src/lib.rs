@@ -252,6 +252,17 @@ impl Source for PostgresSource {
             Ok(())
         }
     }
+
+    async fn release(&self, request: &ReadRequest) -> Result<(), ConnectorError> {
+        match &request.cursor {
+            CursorSpec::Lsn { options } => {
+                let database = self.address.rsplit('/').next().unwrap_or_default();
+                let slot = lsn::slot_name(options, database, &request.table)?;
+                self.drop_slot(&slot).await
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl PostgresSource {

@@ -140,6 +140,15 @@ pub trait Source: Send + Sync + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// Releases what the source keeps on the server for reads like `request` (a PostgreSQL
+    /// replication slot), when a sync is removed or must start over. Nothing by default.
+    fn release(
+        &self,
+        _request: &ReadRequest,
+    ) -> impl Future<Output = Result<(), ConnectorError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Applies changes coming back from the target (two-way sync). Sources that cannot write
     /// keep the default, which refuses.
     fn write_back(
@@ -169,6 +178,8 @@ pub trait ErasedSource: Send + Sync {
         request: &'a ReadRequest,
         position: &'a Position,
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    fn release<'a>(&'a self, request: &'a ReadRequest)
+    -> BoxFuture<'a, Result<(), ConnectorError>>;
     fn write_back(
         &self,
         changes: Vec<RowChange>,
@@ -201,6 +212,13 @@ impl<S: Source> ErasedSource for S {
         position: &'a Position,
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(Source::acknowledge(self, request, position))
+    }
+
+    fn release<'a>(
+        &'a self,
+        request: &'a ReadRequest,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(Source::release(self, request))
     }
 
     fn write_back(

@@ -77,6 +77,9 @@ pub enum Command {
     Runs(RunsArgs),
     /// Compare, list by list, the source rows a sync routes there with the items present.
     Reconcile(SyncArgs),
+    /// Release what the source keeps for a sync (a PostgreSQL replication slot) and forget its
+    /// position: for a sync being removed, or one that must start over with a full read.
+    Release(SyncArgs),
     /// Show what changed in a sync's target lists since the last call (SharePoint delta),
     /// e.g. edits made in SharePoint; the position is kept in the meta-store.
     Changes(SyncArgs),

@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Runs(args) => commands::run::runs(global, &args).await,
         Command::Reconcile(args) => commands::run::reconcile(global, &args).await,
         Command::Changes(args) => commands::run::changes(global, &args).await,
+        Command::Release(args) => commands::run::release(global, &args).await,
         Command::Dlq(args) => commands::dlq::run(global, &args).await,
         Command::Sharepoint(args) => commands::run::sharepoint(global, &args).await,
         Command::Emulator(args) => commands::emulator::run(global, &args).await,

@@ -1768,3 +1768,39 @@ impl Engine {
         Ok(out)
     }
 }
+
+impl Engine {
+    /// Releases what the source keeps for a sync (PostgreSQL: drops its replication slot) and
+    /// forgets its source cursors, so the next run starts with a full read. For a sync that is
+    /// being removed, or an `LSN` sync that must start over.
+    pub async fn release(&self, name: &str) -> Result<(), EngineError> {
+        let def = self.definition(name).await?;
+        let (_, source) = self.connect_source(&def).await?;
+        let cursor = match def.cursor_strategy.as_str() {
+            "LSN" => CursorSpec::Lsn {
+                options: def.cursor_options.clone(),
+            },
+            _ => CursorSpec::FullScan,
+        };
+        let request = ReadRequest {
+            table: TableRef {
+                schema: def.schema_name.clone(),
+                name: def.table_name.clone(),
+            },
+            columns: Vec::new(),
+            key: def.key_columns.clone(),
+            cursor,
+            from: None,
+            batch_size: 1,
+        };
+        source
+            .release(&request)
+            .await
+            .map_err(|error| EngineError::Connector {
+                sync: def.name.clone(),
+                error,
+            })?;
+        runtime::delete_source_cursors(&self.store, def.id).await?;
+        Ok(())
+    }
+}

@@ -642,9 +642,13 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     .expect("pending");
     assert_eq!(pending, 0, "acknowledged changes were released");
 
-    sqlx::query("SELECT pg_drop_replication_slot($1)")
-        .bind(&slot)
-        .execute(&mut db)
-        .await
-        .expect("drop slot");
+    // Releasing the sync drops its slot (the WAL it held is freed) and its position.
+    engine().release("items").await.expect("release");
+    let slots: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(&slot)
+            .fetch_one(&mut db)
+            .await
+            .expect("slots");
+    assert_eq!(slots, 0, "the slot was dropped");
 }

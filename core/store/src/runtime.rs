@@ -264,6 +264,13 @@ pub async fn mark_instance_verified(store: &Store, instance_id: Id) -> Result<()
     .map_err(StoreError::query("recording an instance check"))
 }
 
+/// Forgets every source cursor of a definition: the next run reads from the start.
+pub async fn delete_source_cursors(store: &Store, sync_def_id: Id) -> Result<u64, StoreError> {
+    with_pool!(store, pool => sqlx::query("DELETE FROM sync_cursors WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE'")
+        .bind(sync_def_id).execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("deleting cursors"))
+}
+
 /// Reads a source cursor (`None` before the first committed run).
 pub async fn source_cursor(
     store: &Store,

@@ -334,6 +334,20 @@ pub async fn sharepoint(
     Ok(Exit::Ok)
 }
 
+pub async fn release(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
+    let engine = engine(global).await?;
+    engine.release(&args.sync).await.map_err(engine_error)?;
+    if global.json {
+        print_json(&serde_json::json!({"sync": args.sync, "released": true}))?;
+    } else {
+        println!(
+            "Released what the source kept for `{}`; its next run reads everything again.",
+            args.sync
+        );
+    }
+    Ok(Exit::Ok)
+}
+
 pub async fn changes(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
     let engine = engine(global).await?;
     let lists = engine
