@@ -484,3 +484,60 @@ async fn discovery_records_every_list_with_columns_and_counts() {
         );
     }
 }
+
+/// Graph requests per changed row: exactly one write per changed row, none for unchanged rows
+/// (the emulator counts every request, inside `$batch` too).
+#[tokio::test]
+async fn one_write_per_changed_row_and_none_for_unchanged_rows() {
+    let store = TestStore::sqlite().await;
+    let fx = fixture(&store, 300, "ONE_WAY_PUSH").await;
+    let writes = |emulator: &RunningEmulator| {
+        let counts = emulator.counts();
+        counts.kind("item.create") + counts.kind("item.update") + counts.kind("item.delete")
+    };
+    fx.engine
+        .run("projects", &RunOptions::default())
+        .await
+        .expect("initial run");
+    assert_eq!(fx.emulator.counts().kind("item.create"), 300);
+    let before = writes(&fx.emulator);
+
+    // Seven rows change content without changing list; nothing else changes.
+    execute(
+        &fx.source,
+        "UPDATE projects SET name = name || ' (edited)', updated_at = '2030-01-01 00:00:00' WHERE id IN (3, 30, 60, 90, 120, 150, 299)",
+    )
+    .await;
+    let report = fx
+        .engine
+        .run("projects", &RunOptions::default())
+        .await
+        .expect("incremental run");
+    assert_eq!(report.updated, 7, "{report:?}");
+    assert_eq!(
+        writes(&fx.emulator) - before,
+        7,
+        "exactly one write per changed row"
+    );
+    assert_eq!(fx.emulator.counts().kind("item.update"), 7);
+
+    // A full rerun reads every row and writes nothing.
+    let before = writes(&fx.emulator);
+    let report = fx
+        .engine
+        .run(
+            "projects",
+            &RunOptions {
+                full: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("full rerun");
+    assert_eq!(
+        (report.processed, report.unchanged),
+        (300, 300),
+        "{report:?}"
+    );
+    assert_eq!(writes(&fx.emulator), before, "no write for unchanged rows");
+}
