@@ -65,6 +65,8 @@ fn default_pool() -> u32 {
 pub struct PostgresSource {
     pool: PgPool,
     address: String,
+    /// The database name (part of derived replication slot names).
+    database: String,
 }
 
 /// Quotes an identifier for PostgreSQL.
@@ -170,7 +172,11 @@ impl Source for PostgresSource {
             .max_connections(config.pool_size.max(1))
             .acquire_timeout(std::time::Duration::from_secs(15))
             .connect_lazy_with(options);
-        Ok(Self { pool, address })
+        Ok(Self {
+            pool,
+            address,
+            database: config.database,
+        })
     }
 
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
@@ -256,8 +262,7 @@ impl Source for PostgresSource {
     async fn release(&self, request: &ReadRequest) -> Result<(), ConnectorError> {
         match &request.cursor {
             CursorSpec::Lsn { options } => {
-                let database = self.address.rsplit('/').next().unwrap_or_default();
-                let slot = lsn::slot_name(options, database, &request.table)?;
+                let slot = lsn::slot_name(options, &self.database, &request.table)?;
                 self.drop_slot(&slot).await
             }
             _ => Ok(()),
@@ -274,26 +279,7 @@ impl PostgresSource {
         })?;
         let (read_columns, order_columns) = (plan.read.clone(), plan.order.clone());
         let look_back = plan.look_back.as_secs();
-        // Output columns get positional aliases: an output named like a table column would make
-        // `ORDER BY col` sort the text rendering instead of the column.
-        let select_list = read_columns
-            .iter()
-            .map(|c| {
-                if c.is_array {
-                    format!("to_json({})::text", quote(&c.name))
-                } else {
-                    format!("{}::text", quote(&c.name))
-                }
-            })
-            .chain(
-                order_columns
-                    .iter()
-                    .map(|c| format!("{}::text", quote(&c.name))),
-            )
-            .enumerate()
-            .map(|(i, expression)| format!("{expression} AS sb_c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select_list = select_list(&read_columns, &order_columns);
         let order_sql = order_columns
             .iter()
             .map(|c| quote(&c.name))
@@ -335,14 +321,8 @@ impl PostgresSource {
                 let mut out = Vec::with_capacity(rows.len());
                 let mut last = Vec::new();
                 for row in &rows {
-                    let mut values = Vec::with_capacity(width);
-                    for (index, column) in read_columns.iter().enumerate() {
-                        let text: Option<String> = row.try_get(index).map_err(|e| ConnectorError::internal(format!("column `{}`: {e}", column.name)))?;
-                        let data_type = column.data_type.as_ref().map_err(|t| ConnectorError::internal(t.clone()))?;
-                        values.push(convert(text, data_type, column.is_array).map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))?);
-                    }
-                    out.push(Row::new(values));
-                    last = (width..width + order_columns.len()).map(|i| row.try_get::<Option<String>, _>(i).ok().flatten()).collect();
+                    out.push(Row::new(row_values(row, &read_columns)?));
+                    last = texts_after(row, width, order_columns.len());
                 }
                 let position = plan.position_after(&last).to_position();
                 let full = rows.len() == batch_size;
@@ -547,6 +527,53 @@ impl PostgresSource {
             row_estimate: (tuples > 0.0).then_some(tuples as i64),
         })
     }
+}
+
+/// The select list of a read: each read column as its text rendering (arrays as JSON), then
+/// each extra column (keys, for positions) as text. Outputs get positional aliases: an output
+/// named like a table column would make `ORDER BY col` sort the text rendering instead.
+fn select_list(read: &[CatalogColumn], extra: &[CatalogColumn]) -> String {
+    read.iter()
+        .map(|c| {
+            if c.is_array {
+                format!("to_json({})::text", quote(&c.name))
+            } else {
+                format!("{}::text", quote(&c.name))
+            }
+        })
+        .chain(extra.iter().map(|c| format!("{}::text", quote(&c.name))))
+        .enumerate()
+        .map(|(i, expression)| format!("{expression} AS sb_c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The values of the read columns, the first outputs of a row built by [`select_list`].
+fn row_values(
+    row: &sqlx::postgres::PgRow,
+    read: &[CatalogColumn],
+) -> Result<Vec<Value>, ConnectorError> {
+    read.iter()
+        .enumerate()
+        .map(|(index, column)| {
+            let text: Option<String> = row
+                .try_get(index)
+                .map_err(|e| ConnectorError::internal(format!("column `{}`: {e}", column.name)))?;
+            let data_type = column
+                .data_type
+                .as_ref()
+                .map_err(|t| ConnectorError::internal(t.clone()))?;
+            convert(text, data_type, column.is_array)
+                .map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))
+        })
+        .collect()
+}
+
+/// The text of `count` outputs from `from` on (the extra columns of [`select_list`]).
+fn texts_after(row: &sqlx::postgres::PgRow, from: usize, count: usize) -> Vec<Option<String>> {
+    (from..from + count)
+        .map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
+        .collect()
 }
 
 /// The portable type of a catalog type; `None` for types SyncBridge cannot read directly.

@@ -21,11 +21,13 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use syncbridge_api::{
-    BatchStream, ConnectorError, CursorSpec, Position, ReadRequest, Row, RowBatch, RowKind,
-    TableRef, Value,
+    BatchStream, ConnectorError, CursorSpec, KeysetPlan, Position, ReadRequest, Row, RowBatch,
+    RowKind, TableRef, Value,
 };
 
-use crate::{CatalogColumn, PostgresSource, convert, quote, table_sql};
+use crate::{
+    CatalogColumn, PostgresSource, convert, quote, row_values, select_list, table_sql, texts_after,
+};
 
 /// Where an `LSN` read is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,13 +265,7 @@ impl PostgresSource {
                 "run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL, or use UPDATED_AT",
             ));
         }
-        let database = self
-            .address
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let slot = slot_name(options, &database, &request.table)?;
+        let slot = slot_name(options, &self.database, &request.table)?;
         let position: Option<LsnPosition> = match &request.from {
             Some(position) => Some(serde_json::from_str(&position.0).map_err(|e| {
                 ConnectorError::internal(format!("unreadable LSN position `{}`: {e}", position.0))
@@ -309,6 +305,18 @@ impl PostgresSource {
         };
 
         let catalog = self.columns_of(&request.table).await?;
+        // The same column checks as a keyset read: unknown or unreadable columns are named with
+        // the cast that works around them.
+        KeysetPlan::new(
+            &ReadRequest {
+                cursor: CursorSpec::FullScan,
+                from: None,
+                ..request.clone()
+            },
+            &catalog,
+            "PostgreSQL",
+            |c| format!("{}::text", quote(c)),
+        )?;
         let key_columns: Vec<CatalogColumn> = request
             .key
             .iter()
@@ -441,9 +449,9 @@ impl PostgresSource {
         keys: &BTreeMap<Vec<Option<String>>, bool>,
     ) -> Result<RowBatch, ConnectorError> {
         let columns = request_columns(request, catalog);
-        let read: Vec<&CatalogColumn> = columns
+        let read: Vec<CatalogColumn> = columns
             .iter()
-            .filter_map(|name| catalog.iter().find(|c| &c.name == name))
+            .filter_map(|name| catalog.iter().find(|c| &c.name == name).cloned())
             .collect();
         let wanted: Vec<&Vec<Option<String>>> = keys
             .iter()
@@ -452,24 +460,7 @@ impl PostgresSource {
             .collect();
         let mut found: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
         if !wanted.is_empty() {
-            let select_list = read
-                .iter()
-                .map(|c| {
-                    if c.is_array {
-                        format!("to_json({})::text", quote(&c.name))
-                    } else {
-                        format!("{}::text", quote(&c.name))
-                    }
-                })
-                .chain(
-                    key_columns
-                        .iter()
-                        .map(|c| format!("{}::text", quote(&c.name))),
-                )
-                .enumerate()
-                .map(|(i, e)| format!("{e} AS sb_c{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let select_list = select_list(&read, key_columns);
             let mut binds = Vec::new();
             let mut terms = Vec::new();
             for key in &wanted {
@@ -502,24 +493,8 @@ impl PostgresSource {
                 .await
                 .map_err(|e| self.error("reading changed rows", e))?;
             for row in rows {
-                let mut values = Vec::with_capacity(read.len());
-                for (index, column) in read.iter().enumerate() {
-                    let text: Option<String> = row.try_get(index).map_err(|e| {
-                        ConnectorError::internal(format!("column `{}`: {e}", column.name))
-                    })?;
-                    let data_type = column.data_type.as_ref().map_err(|t| {
-                        ConnectorError::user(format!(
-                            "column `{}` has type `{t}`, which SyncBridge cannot read",
-                            column.name
-                        ))
-                    })?;
-                    values.push(convert(text, data_type, column.is_array).map_err(|m| {
-                        ConnectorError::user(format!("column `{}`: {m}", column.name))
-                    })?);
-                }
-                let key: Vec<Option<String>> = (read.len()..read.len() + key_columns.len())
-                    .map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
-                    .collect();
+                let values = row_values(&row, &read)?;
+                let key = texts_after(&row, read.len(), key_columns.len());
                 found.insert(key, Row::new(values));
             }
         }

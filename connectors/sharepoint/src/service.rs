@@ -198,11 +198,6 @@ impl GraphService {
         }
     }
 
-    /// The current number of requests allowed in flight.
-    pub fn concurrency(&self) -> usize {
-        self.limit.current()
-    }
-
     fn backoff(attempt: u32) -> Duration {
         let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(6));
         let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);

@@ -417,8 +417,6 @@ impl Target for SharePointTarget {
                     .pointer("/list/template")
                     .and_then(Json::as_str)
                     .map(str::to_owned),
-                // Graph's list resource has no item count: page through ids (2 resource
-                // units per 5,000 items).
                 item_count: Some(item_count),
                 last_modified: list
                     .get("lastModifiedDateTime")

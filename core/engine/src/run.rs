@@ -1059,22 +1059,7 @@ impl<'a> RunState<'a> {
                 columns.push(column.to_owned());
             }
         }
-        let cursor = match self.def.cursor_strategy.as_str() {
-            "UPDATED_AT" => CursorSpec::UpdatedAt {
-                column: self.def.cursor_column.clone().unwrap_or_default(),
-                look_back: std::time::Duration::from_secs(
-                    self.def
-                        .cursor_options
-                        .get("look_back_seconds")
-                        .and_then(|v| v.as_u64())
-                        .unwrap_or(300),
-                ),
-            },
-            "LSN" => CursorSpec::Lsn {
-                options: self.def.cursor_options.clone(),
-            },
-            _ => CursorSpec::FullScan,
-        };
+        let cursor = cursor_spec(self.def);
         let key = if self.def.key_columns.is_empty() {
             columns.clone()
         } else {
@@ -1776,12 +1761,7 @@ impl Engine {
     pub async fn release(&self, name: &str) -> Result<(), EngineError> {
         let def = self.definition(name).await?;
         let (_, source) = self.connect_source(&def).await?;
-        let cursor = match def.cursor_strategy.as_str() {
-            "LSN" => CursorSpec::Lsn {
-                options: def.cursor_options.clone(),
-            },
-            _ => CursorSpec::FullScan,
-        };
+        let cursor = cursor_spec(&def);
         let request = ReadRequest {
             table: TableRef {
                 schema: def.schema_name.clone(),
@@ -1802,5 +1782,24 @@ impl Engine {
             })?;
         runtime::delete_source_cursors(&self.store, def.id).await?;
         Ok(())
+    }
+}
+
+/// How a definition's reads find rows, from its cursor strategy and options.
+fn cursor_spec(def: &RunDefinition) -> CursorSpec {
+    match def.cursor_strategy.as_str() {
+        "UPDATED_AT" => CursorSpec::UpdatedAt {
+            column: def.cursor_column.clone().unwrap_or_default(),
+            look_back: std::time::Duration::from_secs(
+                def.cursor_options
+                    .get("look_back_seconds")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(300),
+            ),
+        },
+        "LSN" => CursorSpec::Lsn {
+            options: def.cursor_options.clone(),
+        },
+        _ => CursorSpec::FullScan,
     }
 }

@@ -1,15 +1,13 @@
 //! Real MariaDB → the Graph emulator through the push engine: introspect, provision, sync, edit
 //! the table, sync again (updates in place, deletes on a full run), rerun writes nothing.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 
-use syncbridge_api::Registry;
-use syncbridge_config::apply::{ApplyOptions, apply};
-use syncbridge_engine::run::{Engine, RunOptions};
+use syncbridge_engine::run::RunOptions;
 use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
-use syncbridge_store::secrets::MasterKey;
-use syncbridge_store::testing::{MariaDatabase, TcpRelay, TestStore};
+use syncbridge_store::testing::{MariaDatabase, TcpRelay};
 
 fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
     let mut titles: Vec<String> = emulator
@@ -69,27 +67,8 @@ async fn a_mariadb_table_syncs_edits_and_resyncs() {
         info.site_hostname,
         info.site_path,
     );
-    let config = syncbridge_config::load_str(
-        &text,
-        Path::new("mysql.yaml"),
-        &syncbridge_config::Known::default(),
-    )
-    .expect("config");
-    let store = TestStore::sqlite().await;
-    let key = Arc::new(
-        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
-    );
-    let options = ApplyOptions {
-        prune: false,
-        dry_run: false,
-        actor: "t".into(),
-        master_key: Some(key.clone()),
-    };
-    apply(&store, &config, &options).await.expect("apply");
-    let mut registry = Registry::new();
-    registry.register_source::<syncbridge_mysql::MySqlSource>();
-    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
 
     engine.introspect("shop").await.expect("introspect");
     engine.provision("products").await.expect("provision");
@@ -183,27 +162,8 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
         info.site_hostname,
         info.site_path,
     );
-    let config = syncbridge_config::load_str(
-        &text,
-        Path::new("failover.yaml"),
-        &syncbridge_config::Known::default(),
-    )
-    .expect("config");
-    let store = TestStore::sqlite().await;
-    let key = Arc::new(
-        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
-    );
-    let options = ApplyOptions {
-        prune: false,
-        dry_run: false,
-        actor: "t".into(),
-        master_key: Some(key.clone()),
-    };
-    apply(&store, &config, &options).await.expect("apply");
-    let mut registry = Registry::new();
-    registry.register_source::<syncbridge_mysql::MySqlSource>();
-    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
     engine.provision("items").await.expect("provision");
 
     // The first instance goes away once 50 rows have been processed.

@@ -2,6 +2,8 @@
 //! key taken from the catalog, composite columns, a named unique constraint, and a hash of the
 //! whole row for a table without a key.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -125,10 +127,7 @@ async fn every_key_strategy_from_postgres() {
     )
     .await
     .expect("apply");
-    let mut registry = Registry::new();
-    registry.register_source::<syncbridge_postgres::PostgresSource>();
-    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    let engine = common::engine(&store, &key);
 
     for (sync, list, rows) in [
         ("pk", "ByPk", 40),
@@ -311,27 +310,8 @@ async fn provisioning_follows_the_table_schema_and_is_idempotent() {
         info.site_path,
         mappings.join(", "),
     );
-    let config = syncbridge_config::load_str(
-        &text,
-        Path::new("prov.yaml"),
-        &syncbridge_config::Known::default(),
-    )
-    .expect("config");
-    let store = TestStore::sqlite().await;
-    let key = Arc::new(
-        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
-    );
-    let options = ApplyOptions {
-        prune: false,
-        dry_run: false,
-        actor: "t".into(),
-        master_key: Some(key.clone()),
-    };
-    apply(&store, &config, &options).await.expect("apply");
-    let mut registry = Registry::new();
-    registry.register_source::<syncbridge_postgres::PostgresSource>();
-    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
     engine.introspect("pg").await.expect("introspect");
 
     let first = engine.provision("items").await.expect("provision");
@@ -426,27 +406,8 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
         info.site_hostname,
         info.site_path,
     );
-    let config = syncbridge_config::load_str(
-        &text,
-        Path::new("failover.yaml"),
-        &syncbridge_config::Known::default(),
-    )
-    .expect("config");
-    let store = TestStore::sqlite().await;
-    let key = Arc::new(
-        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
-    );
-    let options = ApplyOptions {
-        prune: false,
-        dry_run: false,
-        actor: "t".into(),
-        master_key: Some(key.clone()),
-    };
-    apply(&store, &config, &options).await.expect("apply");
-    let mut registry = Registry::new();
-    registry.register_source::<syncbridge_postgres::PostgresSource>();
-    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key));
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
     engine.provision("items").await.expect("provision");
 
     let cut = relay.cutter();
@@ -552,29 +513,8 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         info.site_hostname,
         info.site_path,
     );
-    let config = syncbridge_config::load_str(
-        &text,
-        Path::new("lsn.yaml"),
-        &syncbridge_config::Known::default(),
-    )
-    .expect("config");
-    let store = TestStore::sqlite().await;
-    let key = Arc::new(
-        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
-    );
-    let options = ApplyOptions {
-        prune: false,
-        dry_run: false,
-        actor: "t".into(),
-        master_key: Some(key.clone()),
-    };
-    apply(&store, &config, &options).await.expect("apply");
-    let engine = || {
-        let mut registry = Registry::new();
-        registry.register_source::<syncbridge_postgres::PostgresSource>();
-        registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
-        Engine::new((*store).clone(), Arc::new(registry), Some(key.clone()))
-    };
+    let (store, key) = common::applied(&text).await;
+    let engine = || common::engine(&store, &key);
     engine().provision("items").await.expect("provision");
 
     let first = engine()

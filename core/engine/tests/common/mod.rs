@@ -1,0 +1,43 @@
+//! What the engine tests against real databases share: a SQLite meta-store with a config
+//! applied, and engines over it with the built-in connectors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use syncbridge_api::Registry;
+use syncbridge_config::apply::{ApplyOptions, apply};
+use syncbridge_engine::run::Engine;
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::testing::TestStore;
+
+/// A fresh SQLite meta-store with the config `text` applied, and the key its secrets use.
+pub async fn applied(text: &str) -> (TestStore, Arc<MasterKey>) {
+    let config = syncbridge_config::load_str(
+        text,
+        Path::new("test.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let options = ApplyOptions {
+        prune: false,
+        dry_run: false,
+        actor: "t".into(),
+        master_key: Some(key.clone()),
+    };
+    apply(&store, &config, &options).await.expect("apply");
+    (store, key)
+}
+
+/// An engine over `store` with the PostgreSQL and MySQL sources and the SharePoint target (a new
+/// one stands for a restarted process).
+pub fn engine(store: &TestStore, key: &Arc<MasterKey>) -> Engine {
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
+    registry.register_source::<syncbridge_mysql::MySqlSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    Engine::new((**store).clone(), Arc::new(registry), Some(key.clone()))
+}
