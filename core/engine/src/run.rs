@@ -12,7 +12,7 @@
 //! The result: whatever fails in between, each source row ends as exactly one item in exactly the
 //! list its shard says.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -180,6 +180,40 @@ struct Entry {
     target: Option<Id>,
 }
 
+/// What a write task needs to record ledger rows on its own.
+#[derive(Clone)]
+struct LedgerWriter {
+    store: Store,
+    sync_def_id: Id,
+    key_strategy: String,
+    instance_id: Id,
+    run_id: Id,
+}
+
+impl LedgerWriter {
+    /// Writes ledger rows in one transaction.
+    async fn put(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let writes: Vec<LedgerWrite<'_>> = entries
+            .iter()
+            .map(|e| LedgerWrite {
+                sync_def_id: self.sync_def_id,
+                source_identity: &e.identity,
+                source_identity_hash: &e.hash,
+                key_strategy: &self.key_strategy,
+                source_instance_id: Some(self.instance_id),
+                sp_list_id: e.list.as_deref(),
+                sp_item_id: e.item,
+                content_hash: e.content.as_deref(),
+                sync_state: e.state,
+                pending_list_id: e.pending.as_deref(),
+                sync_target_id: e.target,
+                run_id: self.run_id,
+            })
+            .collect();
+        runtime::put_ledger_many(&self.store, &writes).await
+    }
+}
+
 /// What one source row became before writing.
 struct Prepared {
     identity: String,
@@ -187,7 +221,57 @@ struct Prepared {
     target: usize,
     fields: Vec<(String, Value)>,
     content_hash: String,
-    raw: serde_json::Value,
+    /// The row as read, for the dead-letter queue (turned into JSON only if it goes there).
+    raw: Row,
+    columns: Arc<[String]>,
+}
+
+/// Writes dispatched to a target but not yet recorded, at most this many at once. Each is one
+/// list's share of a source batch; while they are under way the run reads, maps and plans the
+/// next batches, so memory stays bounded by `(WRITES_IN_FLIGHT + 1) × batch_size` rows.
+const WRITES_IN_FLIGHT: usize = 4;
+
+/// One list's share of a batch, written by a task of its own while the run goes on.
+struct WriteJob {
+    index: usize,
+    rows: Vec<(Prepared, Planned)>,
+    handle: tokio::task::JoinHandle<Result<Vec<WriteOutcome>, EngineError>>,
+}
+
+/// What waits to be recorded, oldest first: writes, and the read positions to commit once
+/// every write before them is recorded (so a cursor never passes a row that is not synced or
+/// dead-lettered).
+enum Pending {
+    Write(WriteJob),
+    Commit(Position),
+}
+
+/// The run's writes under way. Dropping it (a failed run) aborts them: the ledger's intents make
+/// that safe, as after a crash.
+#[derive(Default)]
+struct InFlight {
+    queue: VecDeque<Pending>,
+    writes: usize,
+    /// Identity hashes of the rows being written: a later batch that touches one of them waits
+    /// until they are recorded, so it plans against the ledger's final state.
+    hashes: HashSet<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for pending in &self.queue {
+            if let Pending::Write(job) = pending {
+                job.handle.abort();
+            }
+        }
+    }
+}
+
+/// The source a run reads from and its request, for acknowledging committed positions.
+#[derive(Clone, Copy)]
+struct Reading<'s> {
+    source: &'s dyn ErasedSource,
+    request: &'s ReadRequest,
 }
 
 impl Engine {
@@ -697,6 +781,7 @@ struct RunState<'a> {
     seen: HashSet<[u8; 16]>,
     /// Identity hashes with an open dead-letter entry, resolved when the row syncs.
     open_failures: HashSet<String>,
+    in_flight: InFlight,
 }
 
 fn hash_prefix(hash: &str) -> [u8; 16] {
@@ -743,6 +828,7 @@ impl<'a> RunState<'a> {
             planned: Vec::new(),
             seen: HashSet::new(),
             open_failures,
+            in_flight: InFlight::default(),
         }
     }
     fn default_target(&self) -> usize {
@@ -883,8 +969,9 @@ impl<'a> RunState<'a> {
                 rows,
                 position: None,
             };
-            self.process_batch(&batch, mapper, router).await?;
+            self.process_batch(&batch, mapper, router, None).await?;
         }
+        self.drain(0, None).await?;
         // Retries are not part of this run's read.
         self.counters.processed = processed;
         Ok(())
@@ -940,28 +1027,21 @@ impl<'a> RunState<'a> {
 
     /// Writes ledger rows in one transaction (nothing in a dry run).
     async fn flush(&self, entries: &[Entry]) -> Result<(), EngineError> {
-        let Some(run_id) = self.run_id else {
-            return Ok(());
-        };
-        let writes: Vec<LedgerWrite<'_>> = entries
-            .iter()
-            .map(|e| LedgerWrite {
-                sync_def_id: self.def.id,
-                source_identity: &e.identity,
-                source_identity_hash: &e.hash,
-                key_strategy: &self.def.key_strategy,
-                source_instance_id: Some(self.instance_id),
-                sp_list_id: e.list.as_deref(),
-                sp_item_id: e.item,
-                content_hash: e.content.as_deref(),
-                sync_state: e.state,
-                pending_list_id: e.pending.as_deref(),
-                sync_target_id: e.target,
-                run_id,
-            })
-            .collect();
-        runtime::put_ledger_many(&self.engine.store, &writes).await?;
+        if let Some(ledger) = self.ledger_writer() {
+            ledger.put(entries).await?;
+        }
         Ok(())
+    }
+
+    /// The ledger's writer for this run; `None` in a dry run, which writes nothing.
+    fn ledger_writer(&self) -> Option<LedgerWriter> {
+        Some(LedgerWriter {
+            store: self.engine.store.clone(),
+            sync_def_id: self.def.id,
+            key_strategy: self.def.key_strategy.clone(),
+            instance_id: self.instance_id,
+            run_id: self.run_id?,
+        })
     }
 
     /// Marks a row's open dead-letter entry resolved, if it has one.
@@ -1149,51 +1229,113 @@ impl<'a> RunState<'a> {
                     continue 'instances;
                 }
             };
+            let reading = Reading {
+                source: current,
+                request: &request,
+            };
             while let Some(batch) = stream.next().await {
                 let batch = match batch {
                     Ok(batch) => batch,
                     Err(error) => {
                         drop(stream);
+                        self.drain(0, Some(reading)).await?;
                         replacement = Some(self.fail_over(error, &mut tried).await?);
                         continue 'instances;
                     }
                 };
-                self.process_batch(&batch, mapper, router).await?;
+                self.process_batch(&batch, mapper, router, Some(reading))
+                    .await?;
+                if let Some(position) = &batch.position {
+                    from = Some(position.clone());
+                    if self.run_id.is_some() && !full_scan {
+                        self.in_flight
+                            .queue
+                            .push_back(Pending::Commit(position.clone()));
+                    }
+                }
+                self.drain(WRITES_IN_FLIGHT, Some(reading)).await?;
                 if let Some(progress) = &self.options.progress {
                     progress(&self.counters);
                 }
-                if let Some(position) = &batch.position {
-                    from = Some(position.clone());
-                }
-                if let (Some(position), Some(run_id)) = (&batch.position, self.run_id)
-                    && !full_scan
-                {
-                    let cursor_type = if self.def.cursor_strategy == "LSN" {
-                        "LSN"
-                    } else {
-                        "TIMESTAMP"
-                    };
-                    runtime::put_source_cursor(
-                        &self.engine.store,
-                        self.def.id,
-                        Some(self.instance_id),
-                        cursor_type,
-                        &position.0,
-                        run_id,
-                    )
-                    .await?;
-                    current
-                        .acknowledge(&request, position)
-                        .await
-                        .map_err(|e| self.connector_error(e))?;
-                }
                 if self.options.shutdown.is_cancelled() {
-                    tracing::info!(sync = %self.def.name, "stopping after the batch in flight, as asked");
+                    tracing::info!(sync = %self.def.name, "stopping after the batches in flight, as asked");
+                    self.drain(0, Some(reading)).await?;
                     return Ok(false);
                 }
             }
+            self.drain(0, Some(reading)).await?;
             return Ok(true);
         }
+    }
+
+    /// Records finished writes, oldest first, until at most `limit` are under way, committing
+    /// each read position once every write before it is recorded.
+    async fn drain(
+        &mut self,
+        limit: usize,
+        reading: Option<Reading<'_>>,
+    ) -> Result<(), EngineError> {
+        loop {
+            match self.in_flight.queue.front() {
+                Some(Pending::Commit(_)) => {}
+                Some(Pending::Write(_)) if self.in_flight.writes > limit => {}
+                _ => return Ok(()),
+            }
+            match self.in_flight.queue.pop_front() {
+                Some(Pending::Commit(position)) => self.commit(&position, reading).await?,
+                Some(Pending::Write(job)) => {
+                    self.in_flight.writes -= 1;
+                    self.complete(job).await?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Waits for the writes of an identity still under way before its row is planned or
+    /// dead-lettered again, so the later event is the one that counts.
+    async fn settle(
+        &mut self,
+        hash: &str,
+        reading: Option<Reading<'_>>,
+    ) -> Result<(), EngineError> {
+        if self.in_flight.hashes.contains(hash) {
+            self.drain(0, reading).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits a read position: the cursor, then the source's own bookmark (a replication slot).
+    async fn commit(
+        &mut self,
+        position: &Position,
+        reading: Option<Reading<'_>>,
+    ) -> Result<(), EngineError> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        let cursor_type = if self.def.cursor_strategy == "LSN" {
+            "LSN"
+        } else {
+            "TIMESTAMP"
+        };
+        runtime::put_source_cursor(
+            &self.engine.store,
+            self.def.id,
+            Some(self.instance_id),
+            cursor_type,
+            &position.0,
+            run_id,
+        )
+        .await?;
+        if let Some(reading) = reading {
+            reading
+                .source
+                .acknowledge(reading.request, position)
+                .await
+                .map_err(|e| self.connector_error(e))?;
+        }
+        Ok(())
     }
 
     /// A read failed: when the failure is retriable (the instance went away) and another
@@ -1259,13 +1401,13 @@ impl<'a> RunState<'a> {
         batch: &RowBatch,
         mapper: &Mapper,
         router: Option<&CelRouter>,
+        reading: Option<Reading<'_>>,
     ) -> Result<(), EngineError> {
         let columns = &batch.columns;
         let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
         let mut deletes: Vec<String> = Vec::new();
         for row in &batch.rows {
             self.counters.processed += 1;
-            let raw = row_json(columns, row);
             if row.kind == RowKind::Delete {
                 if let Some(identity) = self.identity_of(columns, row, None) {
                     deletes.push(source_identity_hash(&self.def.key_strategy, &identity));
@@ -1281,6 +1423,7 @@ impl<'a> RunState<'a> {
                         .map(|i| source_identity_hash(&self.def.key_strategy, i));
                     if let Some(hash) = &hash {
                         self.seen.insert(hash_prefix(hash));
+                        self.settle(hash, reading).await?;
                     }
                     self.dead_letter(
                         identity.as_deref(),
@@ -1289,7 +1432,7 @@ impl<'a> RunState<'a> {
                         "TRANSFORM",
                         None,
                         &error.message,
-                        raw,
+                        row_json(columns, row),
                         None,
                     )
                     .await?;
@@ -1304,7 +1447,7 @@ impl<'a> RunState<'a> {
                     "IDENTITY",
                     None,
                     "the row lacks a key column",
-                    raw,
+                    row_json(columns, row),
                     None,
                 )
                 .await?;
@@ -1321,6 +1464,7 @@ impl<'a> RunState<'a> {
                     }
                 }
                 Some(RouteDecision::Failed(error)) => {
+                    self.settle(&hash, reading).await?;
                     let normalized = serde_json::to_value(&mapped.fields).ok();
                     self.dead_letter(
                         Some(&identity),
@@ -1329,7 +1473,7 @@ impl<'a> RunState<'a> {
                         "ROUTE",
                         None,
                         &error.message,
-                        raw,
+                        row_json(columns, row),
                         normalized,
                     )
                     .await?;
@@ -1344,12 +1488,16 @@ impl<'a> RunState<'a> {
                 target,
                 fields: mapped.fields,
                 content_hash: content,
-                raw,
+                raw: row.clone(),
+                columns: columns.clone(),
             });
         }
 
         let mut hashes: Vec<String> = prepared.iter().map(|p| p.hash.clone()).collect();
         hashes.extend(deletes.iter().cloned());
+        if hashes.iter().any(|h| self.in_flight.hashes.contains(h)) {
+            self.drain(0, reading).await?;
+        }
         let ledger: HashMap<String, LedgerRow> =
             runtime::ledger_rows(&self.engine.store, self.def.id, &hashes)
                 .await?
@@ -1453,12 +1601,24 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// Writes one list's share of a batch and records every outcome.
+    /// Sends one list's share of a batch on its way; [`Self::drain`] records the outcomes.
     async fn write_to(
         &mut self,
         index: usize,
         rows: Vec<(Prepared, Planned)>,
     ) -> Result<(), EngineError> {
+        let job = self.dispatch(index, rows).await?;
+        self.in_flight.writes += 1;
+        self.in_flight.queue.push_back(Pending::Write(job));
+        Ok(())
+    }
+
+    /// Records the intents of one list's share of a batch, then starts its writes in a task.
+    async fn dispatch(
+        &mut self,
+        index: usize,
+        rows: Vec<(Prepared, Planned)>,
+    ) -> Result<WriteJob, EngineError> {
         let target = &self.targets[index];
         let list_id = target.collection.id.clone();
         let sync_target_id = target.sync_target_id;
@@ -1492,7 +1652,6 @@ impl<'a> RunState<'a> {
                 _ => None,
             })
             .collect();
-        self.flush(&intents).await?;
         let ops: Vec<WriteOp> = rows
             .iter()
             .map(|(row, planned)| {
@@ -1514,10 +1673,47 @@ impl<'a> RunState<'a> {
             .collect();
         let target = self.targets[index].target.clone();
         let collection = self.targets[index].collection.clone();
-        let outcomes = target
-            .write(&collection, ops)
-            .await
-            .map_err(|e| self.connector_error(e))?;
+        let ledger = self.ledger_writer();
+        let sync = self.def.name.clone();
+        // The task records the intents before it writes, so the run reads on meanwhile.
+        let handle = tokio::spawn(async move {
+            if let Some(ledger) = ledger {
+                ledger.put(&intents).await?;
+            }
+            target
+                .write(&collection, ops)
+                .await
+                .map_err(|error| EngineError::Connector { sync, error })
+        });
+        self.in_flight
+            .hashes
+            .extend(rows.iter().map(|(row, _)| row.hash.clone()));
+        Ok(WriteJob {
+            index,
+            rows,
+            handle,
+        })
+    }
+
+    /// Waits for one write task and records every outcome.
+    async fn complete(&mut self, job: WriteJob) -> Result<(), EngineError> {
+        let WriteJob {
+            index,
+            rows,
+            handle,
+        } = job;
+        let answered = handle.await;
+        for (row, _) in &rows {
+            self.in_flight.hashes.remove(&row.hash);
+        }
+        let outcomes = answered.map_err(|error| {
+            self.connector_error(ConnectorError::internal(format!(
+                "a write task ended abnormally: {error}"
+            )))
+        })??;
+        let target = &self.targets[index];
+        let list_id = target.collection.id.clone();
+        let sync_target_id = target.sync_target_id;
         if outcomes.len() != rows.len() {
             return Err(self.connector_error(ConnectorError::internal(format!(
                 "the target answered {} outcomes for {} writes",
@@ -1594,7 +1790,7 @@ impl<'a> RunState<'a> {
                         "WRITE",
                         Some(&code),
                         &message,
-                        row.raw.clone(),
+                        row_json(&row.columns, &row.raw),
                         normalized,
                     )
                     .await?;
@@ -1610,7 +1806,7 @@ impl<'a> RunState<'a> {
                         "WRITE",
                         Some("retriable"),
                         &message,
-                        row.raw.clone(),
+                        row_json(&row.columns, &row.raw),
                         normalized,
                     )
                     .await?;
@@ -1624,7 +1820,8 @@ impl<'a> RunState<'a> {
                 .into_iter()
                 .map(|row| (row, Planned::Create))
                 .collect();
-            Box::pin(self.write_to(index, rows)).await?;
+            let job = self.dispatch(index, rows).await?;
+            Box::pin(self.complete(job)).await?;
         }
         Ok(())
     }

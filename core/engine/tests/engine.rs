@@ -41,6 +41,17 @@ async fn execute(path: &Path, sql: &str) {
 
 /// A source with `rows` projects, the emulator, and the example config applied and provisioned.
 async fn fixture(store: &TestStore, rows: i64, mode: &str) -> Fixture {
+    fixture_keyed(
+        store,
+        rows,
+        mode,
+        "strategy: PRIMARY_KEY\n      columns: [id]",
+    )
+    .await
+}
+
+/// [`fixture`] with another `key:` block (its lines after `key:`, indented by six spaces).
+async fn fixture_keyed(store: &TestStore, rows: i64, mode: &str, key: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = dir.path().join("projects.db");
     let mut sql = String::from(
@@ -64,8 +75,8 @@ async fn fixture(store: &TestStore, rows: i64, mode: &str) -> Fixture {
         .replace("http://127.0.0.1:8765", &emulator.authority_host())
         .replace("projects.db", &source.display().to_string())
         .replace(
-            "    key:\n      strategy: PRIMARY_KEY",
-            &format!("    mode: {mode}\n    key:\n      strategy: PRIMARY_KEY"),
+            "    key:\n      strategy: PRIMARY_KEY\n      columns: [id]",
+            &format!("    mode: {mode}\n    key:\n      {key}"),
         );
     let config = syncbridge_config::load_str(
         &text,
@@ -540,4 +551,48 @@ async fn one_write_per_changed_row_and_none_for_unchanged_rows() {
         "{report:?}"
     );
     assert_eq!(writes(&fx.emulator), before, "no write for unchanged rows");
+}
+
+/// Writes run while later batches are read and planned; a row whose identity is still being
+/// written waits for that write, so it is planned against the ledger's final state: three source
+/// rows sharing one identity, one per batch, become one item (a create, then two updates) rather
+/// than a refused duplicate create.
+#[tokio::test]
+async fn a_row_waits_for_the_write_of_its_identity_still_in_flight() {
+    let store = TestStore::sqlite().await;
+    let fx = fixture_keyed(
+        &store,
+        6,
+        "ONE_WAY_PUSH",
+        "strategy: COMPOSITE_COLUMNS\n      columns: [name]",
+    )
+    .await;
+    execute(
+        &fx.source,
+        "UPDATE projects SET name = 'Shared' WHERE id IN (2, 3, 4)",
+    )
+    .await;
+    let report = fx
+        .engine
+        .run(
+            "projects",
+            &RunOptions {
+                batch_size: 1,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        (
+            report.processed,
+            report.created,
+            report.updated,
+            report.failed
+        ),
+        (6, 4, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(items(&fx.emulator), 4);
+    assert_eq!(fx.emulator.counts().kind("item.create"), 4);
 }

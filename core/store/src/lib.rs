@@ -175,7 +175,12 @@ impl Store {
             // WAL with NORMAL never corrupts; a power cut may lose the last commits, which the
             // idempotency protocol tolerates (the list's unique key column refuses duplicates).
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // The ledger's identity index takes rows in hash order, so a batch touches pages all
+            // over it: a 64 MiB page cache and checkpoints every 10,000 pages (instead of 1,000)
+            // cut the cost of a ledger row by about a third (measured with `benches/push.rs`).
+            .pragma("cache_size", "-65536")
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

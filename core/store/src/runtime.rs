@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use crate::{Id, Store, StoreError, with_pool};
+use crate::{Backend, Id, Store, StoreError, with_pool};
 
 /// Counters of one run, as `sync_runs` stores them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -205,33 +205,88 @@ pub async fn put_ledger(store: &Store, write: &LedgerWrite<'_>) -> Result<(), St
     put_ledger_many(store, std::slice::from_ref(write)).await
 }
 
-const PUT_LEDGER: &str = "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
-            source_instance_id, sp_list_id, sp_item_id, content_hash, last_sync_ts, provenance, sync_state,
-            pending_list_id, sync_target_id, last_run_id, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'PUSH', $11, $12, $13, $14, $10, $10)
-         ON CONFLICT (sync_def_id, source_identity_hash) DO UPDATE SET
+/// Ledger rows per `INSERT` of [`put_ledger_many`]: 16 parameters each keeps a statement far
+/// below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const LEDGER_ROWS_PER_STATEMENT: usize = 500;
+
+/// Parameters per ledger row in [`put_ledger_rows_sql`].
+const LEDGER_PARAMETERS: usize = 16;
+
+/// An upsert of `rows` ledger rows.
+///
+/// SQLite gets anonymous `?` parameters: the driver looks every numbered (`$N`) parameter up by
+/// name, which SQLite answers with a linear scan, so a statement with thousands of numbered
+/// parameters binds in quadratic time.
+fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
+            source_instance_id, sp_list_id, sp_item_id, content_hash, sync_state,
+            pending_list_id, sync_target_id, last_run_id, last_sync_ts, created_at, updated_at, provenance) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for offset in 0..LEDGER_PARAMETERS {
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push_str(&format!("${}", row * LEDGER_PARAMETERS + offset + 1));
+                }
+            }
+            sql.push_str(", ");
+        }
+        sql.push_str("'PUSH')");
+    }
+    sql.push_str(
+        " ON CONFLICT (sync_def_id, source_identity_hash) DO UPDATE SET
             source_identity = excluded.source_identity, source_instance_id = excluded.source_instance_id,
             sp_list_id = excluded.sp_list_id, sp_item_id = excluded.sp_item_id,
             content_hash = excluded.content_hash, last_sync_ts = excluded.last_sync_ts,
             provenance = 'PUSH', sync_state = excluded.sync_state, pending_list_id = excluded.pending_list_id,
             sync_target_id = excluded.sync_target_id, last_run_id = excluded.last_run_id,
-            updated_at = excluded.updated_at";
+            updated_at = excluded.updated_at",
+    );
+    sql
+}
 
-/// Writes many ledger rows in one transaction: all or none.
+/// Writes many ledger rows in one transaction: all or none. When one identity appears more than
+/// once, the last write wins, as if they had been written one after the other.
+///
+/// Rows go in multi-row statements: one statement per row costs a round trip to the database
+/// (or to SQLite's worker thread) each, which dominated the engine's time.
 pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Result<(), StoreError> {
     if writes.is_empty() {
         return Ok(());
     }
+    // PostgreSQL refuses to touch one row twice in a statement: keep each identity's last write.
+    let mut last: std::collections::HashMap<(Id, &str), usize> =
+        std::collections::HashMap::with_capacity(writes.len());
+    for (index, write) in writes.iter().enumerate() {
+        last.insert((write.sync_def_id, write.source_identity_hash), index);
+    }
+    let unique: Vec<&LedgerWrite<'_>> = writes
+        .iter()
+        .enumerate()
+        .filter(|(index, w)| last.get(&(w.sync_def_id, w.source_identity_hash)) == Some(index))
+        .map(|(_, w)| w)
+        .collect();
     let now = Utc::now();
+    let backend = store.backend();
     with_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
-        for write in writes {
-            sqlx::query(PUT_LEDGER)
-                .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
-                .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
-                .bind(write.content_hash).bind(now).bind(write.sync_state).bind(write.pending_list_id)
-                .bind(write.sync_target_id).bind(write.run_id)
-                .execute(&mut *tx).await?;
+        for chunk in unique.chunks(LEDGER_ROWS_PER_STATEMENT) {
+            let sql = put_ledger_rows_sql(backend, chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                query = query
+                    .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
+                    .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
+                    .bind(write.content_hash).bind(write.sync_state).bind(write.pending_list_id)
+                    .bind(write.sync_target_id).bind(write.run_id).bind(now).bind(now).bind(now);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await
     }.await)
