@@ -38,6 +38,19 @@ fn load_example(name: &str) -> Result<syncbridge_config::Config, ConfigError> {
         .replace(
             "${env:GRAPH_CLIENT_ID}",
             "11111111-2222-3333-4444-555555555555",
+        )
+        .replace(
+            "${env:GRAPH_AUTHORITY_HOST}",
+            "https://login.microsoftonline.com",
+        )
+        .replace("${env:GRAPH_BASE_URL}", "https://graph.microsoft.com/v1.0")
+        .replace(
+            "${env:PMO_DB_URL}",
+            "postgres://sync@db1.example.com:5432/pmo",
+        )
+        .replace(
+            "${env:PMO_DB_REPLICA_URL}",
+            "postgres://sync@db2.example.com:5432/pmo",
         );
     load_str(&text, Path::new(name), &known())
 }
@@ -82,7 +95,14 @@ fn problems_of(yaml: &str) -> ConfigError {
 fn mutate(from: &str, to: &str) -> String {
     let text = example_text("postgres-to-sharepoint.yaml")
         .replace("${env:GRAPH_TENANT_ID}", "t")
-        .replace("${env:GRAPH_CLIENT_ID}", "c");
+        .replace("${env:GRAPH_CLIENT_ID}", "c")
+        .replace("${env:GRAPH_AUTHORITY_HOST}", "https://login.example")
+        .replace("${env:GRAPH_BASE_URL}", "https://graph.example/v1.0")
+        .replace("${env:PMO_DB_URL}", "postgres://sync@db1.example:5432/pmo")
+        .replace(
+            "${env:PMO_DB_REPLICA_URL}",
+            "postgres://sync@db2.example:5432/pmo",
+        );
     assert!(text.contains(from), "example lacks `{from}`");
     text.replacen(from, to, 1)
 }
@@ -186,8 +206,8 @@ fn unreadable_and_empty_files_say_so() {
 #[test]
 fn secrets_never_show_in_debug_output() {
     let text = mutate(
-        "client_secret: ${env:GRAPH_CLIENT_SECRET}",
-        "client_secret: hunter2-literal",
+        "url: postgres://sync@db1.example:5432/pmo",
+        "url: postgres://sync:hunter2-literal@db1.example:5432/pmo",
     );
     let config = load_str(&text, Path::new("x.yaml"), &known()).expect("loads");
     let debug = format!("{config:?}");
@@ -196,7 +216,7 @@ fn secrets_never_show_in_debug_output() {
         "secret leaked into Debug"
     );
     assert!(
-        debug.contains("${env:PMO_DB_PASSWORD}"),
+        debug.contains("${env:GRAPH_CLIENT_SECRET}"),
         "references stay visible"
     );
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use crate::{Backend, Id, Store, StoreError, with_pool};
+use crate::{Backend, Id, Store, StoreError, StorePool, with_pool};
 
 /// Counters of one run, as `sync_runs` stores them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -138,22 +138,87 @@ pub async fn ledger_rows(
     let mut out = Vec::with_capacity(hashes.len());
     // Chunks keep the statement under both backends' parameter limits.
     for chunk in hashes.chunks(500) {
-        let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash IN ({})",
-            placeholders.join(", ")
-        );
-        let rows = with_pool!(store, pool => {
-            let mut query = sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id);
-            for hash in chunk {
-                query = query.bind(hash);
+        match store.pool() {
+            StorePool::Sqlite(pool) => {
+                out.extend(sqlite_ledger_rows(pool, sync_def_id, chunk).await?)
             }
-            query.fetch_all(pool).await
-        })
-        .map_err(StoreError::query("reading the ledger"))?;
-        out.extend(rows);
+            StorePool::Postgres(pool) => {
+                let placeholders: Vec<String> =
+                    (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id);
+                for hash in chunk {
+                    query = query.bind(hash);
+                }
+                out.extend(
+                    query
+                        .fetch_all(pool)
+                        .await
+                        .map_err(StoreError::query("reading the ledger"))?,
+                );
+            }
+        }
     }
     Ok(out)
+}
+
+/// SQLite's share of [`ledger_rows`]: the rows come back as one JSON array. The driver hands
+/// each result row from SQLite's worker thread to the caller as a message of its own, which cost
+/// more than the look-ups; one aggregated row per chunk costs one message. Parameters are
+/// anonymous (see `put_ledger_rows_sql`).
+async fn sqlite_ledger_rows(
+    pool: &sqlx::SqlitePool,
+    sync_def_id: Id,
+    hashes: &[String],
+) -> Result<Vec<LedgerRow>, StoreError> {
+    type Fields = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        String,
+        Option<String>,
+    );
+    let sql = format!(
+        "SELECT json_group_array(json_array({LEDGER_COLUMNS})) FROM sync_ledger
+          WHERE sync_def_id = ? AND source_identity_hash IN ({})",
+        vec!["?"; hashes.len()].join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(sync_def_id);
+    for hash in hashes {
+        query = query.bind(hash);
+    }
+    let text = query
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::query("reading the ledger"))?;
+    let rows: Vec<Fields> = serde_json::from_str(&text).map_err(|error| {
+        StoreError::query("reading the ledger")(sqlx::Error::Decode(Box::new(error)))
+    })?;
+    rows.into_iter()
+        .map(
+            |(id, identity, hash, list, item, content, state, pending)| {
+                let id = id.parse().map_err(|error: uuid::Error| {
+                    StoreError::query("reading the ledger")(sqlx::Error::Decode(Box::new(error)))
+                })?;
+                Ok(LedgerRow {
+                    id,
+                    source_identity: identity,
+                    source_identity_hash: hash,
+                    sp_list_id: list,
+                    sp_item_id: item,
+                    content_hash: content,
+                    sync_state: state,
+                    pending_list_id: pending,
+                })
+            },
+        )
+        .collect()
 }
 
 /// Ledger rows left in a pending state by an interrupted run.

@@ -1,0 +1,176 @@
+//! A no-change rerun of a large PostgreSQL table, measured in the same run against
+//! `COPY (SELECT …) TO STDOUT` of the same rows (the least any full read can cost):
+//! - `FULL_SCAN`: every row is read, mapped, hashed and compared with the ledger; nothing is
+//!   written. The issue's target: at most 2× the `COPY`.
+//! - `UPDATED_AT`: only rows changed since the cursor are read; with no change the run reads
+//!   nothing. The issue's target: under one second.
+//!
+//! Setup pushes the table once into the emulator (the rerun needs a full ledger); it is not
+//! measured. `cargo bench -p syncbridge-engine --bench rerun -- [ROWS]` (default 1,000,000).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt as _;
+use sqlx::Connection as _;
+use syncbridge_api::Registry;
+use syncbridge_config::apply::{ApplyOptions, apply};
+use syncbridge_engine::run::{Engine, RunOptions, RunReport};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
+use syncbridge_store::secrets::MasterKey;
+use syncbridge_store::testing::{PgDatabase, TestStore};
+
+/// The allocator of the `syncbridge` binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() {
+    let rows: i64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let Some(pg) = PgDatabase::create("rerun") else {
+        eprintln!("PostgreSQL on 127.0.0.1:5432 is needed");
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, amount numeric(12,2), due date,
+                             updated_at timestamptz NOT NULL);
+         INSERT INTO items (id, name, amount, due, updated_at)
+         SELECT g, 'item ' || g, (g % 1000) / 10.0, date '2024-01-01' + (g % 365),
+                timestamptz '2024-01-01T00:00:00Z' + g * interval '1 minute'
+         FROM generate_series(1, {rows}) g;
+         -- What an UPDATED_AT cursor reads by: the timestamp, then the key.
+         CREATE INDEX items_updated_at ON items (updated_at, id);
+         ANALYZE items;"
+    ))
+    .execute(&mut db)
+    .await
+    .expect("rows");
+
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let config_text = |cursor: &str| {
+        format!(
+            "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {cursor}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: amount, target: Amount }}\n      - {{ source: due, target: Due }}\n",
+            pg.name,
+            info.tenant_id,
+            info.client_id,
+            info.client_secret,
+            info.authority_host,
+            info.base_url,
+            info.site_hostname,
+            info.site_path,
+        )
+    };
+    let store = TestStore::sqlite().await;
+    let key = Arc::new(
+        MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
+    );
+    let apply_cursor = |cursor: &'static str| {
+        let text = config_text(cursor);
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            let config = syncbridge_config::load_str(
+                &text,
+                Path::new("rerun.yaml"),
+                &syncbridge_config::Known::default(),
+            )
+            .expect("config");
+            apply(
+                &store,
+                &config,
+                &ApplyOptions {
+                    prune: false,
+                    dry_run: false,
+                    actor: "bench".into(),
+                    master_key: Some(key),
+                },
+            )
+            .await
+            .expect("apply");
+        }
+    };
+    apply_cursor("{ strategy: FULL_SCAN }").await;
+    let mut registry = Registry::new();
+    registry.register_source::<syncbridge_postgres::PostgresSource>();
+    registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    let engine = Engine::new((*store).clone(), Arc::new(registry), Some(key.clone()));
+    engine.provision("items").await.expect("provision");
+
+    let started = Instant::now();
+    let initial = run(&engine).await;
+    assert_eq!(initial.created, rows, "{initial:?}");
+    println!(
+        "setup: initial push of {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let (copied, copy_secs) = copy_out(&pg.url).await;
+    assert_eq!(copied, rows as usize);
+    let started = Instant::now();
+    let full = run(&engine).await;
+    let full_secs = started.elapsed().as_secs_f64();
+    assert_eq!((full.processed, full.unchanged), (rows, rows), "{full:?}");
+
+    apply_cursor("{ strategy: UPDATED_AT, column: updated_at }").await;
+    // The first run with the new cursor reads everything once and commits a position.
+    let first = run(&engine).await;
+    assert_eq!(first.unchanged, rows, "{first:?}");
+    let started = Instant::now();
+    let incremental = run(&engine).await;
+    let incremental_secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        incremental.created + incremental.updated + incremental.deleted,
+        0,
+        "{incremental:?}"
+    );
+
+    println!("no-change rerun of {rows} rows:");
+    println!("  COPY … TO STDOUT:          {copy_secs:>7.2} s");
+    println!(
+        "  FULL_SCAN rerun:           {full_secs:>7.2} s  ({:.2}× COPY; target ≤ 2×)",
+        full_secs / copy_secs
+    );
+    println!(
+        "  UPDATED_AT rerun:          {incremental_secs:>7.3} s  ({} rows read; target < 1 s)",
+        incremental.processed
+    );
+}
+
+async fn run(engine: &Engine) -> RunReport {
+    engine
+        .run(
+            "items",
+            &RunOptions {
+                batch_size: 1000,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("run")
+}
+
+async fn copy_out(url: &str) -> (usize, f64) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let started = Instant::now();
+    let chunks = conn
+        .copy_out_raw("COPY (SELECT id, name, amount, due FROM items ORDER BY id) TO STDOUT")
+        .await
+        .expect("copy");
+    let lines: usize = chunks
+        .map_ok(|chunk| chunk.iter().filter(|b| **b == b'\n').count())
+        .try_fold(0, |total, n| async move { Ok(total + n) })
+        .await
+        .expect("copy data");
+    (lines, started.elapsed().as_secs_f64())
+}
