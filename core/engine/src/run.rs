@@ -38,8 +38,17 @@ use crate::router::CelRouter;
 /// The hidden, indexed, unique column that holds each item's identity hash.
 pub const KEY_FIELD: &str = "SyncBridgeKey";
 
-/// Called after every source batch with the counters so far (progress bars, logs).
-pub type ProgressFn = Arc<dyn Fn(&RunCounters) + Send + Sync>;
+/// Called after every source batch with the progress so far (progress bars, logs).
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub counters: RunCounters,
+    /// Rows the read is expected to see: the source catalog's estimate for a full read; `None`
+    /// for a read from a cursor (only the changes) or when the catalog does not know.
+    pub expected_rows: Option<u64>,
+}
 
 /// How to run.
 #[derive(Clone)]
@@ -1213,6 +1222,10 @@ impl<'a> RunState<'a> {
                 .await?
                 .map(Position)
         };
+        let expected_rows = match (&self.options.progress, &from) {
+            (Some(_), None) => self.expected_rows(source).await,
+            _ => None,
+        };
         // The instance read from: the one the run connected, or another after a failover.
         let mut replacement: Option<Box<dyn ErasedSource>> = None;
         let mut tried = vec![self.instance_id];
@@ -1255,7 +1268,10 @@ impl<'a> RunState<'a> {
                 }
                 self.drain(WRITES_IN_FLIGHT, Some(reading)).await?;
                 if let Some(progress) = &self.options.progress {
-                    progress(&self.counters);
+                    progress(&Progress {
+                        counters: self.counters,
+                        expected_rows,
+                    });
                 }
                 if self.options.shutdown.is_cancelled() {
                     tracing::info!(sync = %self.def.name, "stopping after the batches in flight, as asked");
@@ -1336,6 +1352,20 @@ impl<'a> RunState<'a> {
                 .map_err(|e| self.connector_error(e))?;
         }
         Ok(())
+    }
+
+    /// The catalog's row estimate for a full read, for progress and ETA; `None` when the
+    /// catalog does not know or cannot be asked (progress is not worth failing a run over).
+    async fn expected_rows(&self, source: &dyn ErasedSource) -> Option<u64> {
+        match self.engine.describe_table(self.def, source).await {
+            Ok(table) => table
+                .and_then(|t| t.row_estimate)
+                .and_then(|n| u64::try_from(n).ok()),
+            Err(error) => {
+                tracing::debug!(sync = %self.def.name, error = %error, "no row estimate for progress");
+                None
+            }
+        }
     }
 
     /// A read failed: when the failure is retriable (the instance went away) and another

@@ -168,8 +168,8 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
 
     // The first instance goes away once 50 rows have been processed.
     let cut = relay.cutter();
-    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |counters| {
-        if counters.processed >= 50 {
+    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |progress| {
+        if progress.counters.processed >= 50 {
             cut();
         }
     });

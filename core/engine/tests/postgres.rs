@@ -411,8 +411,8 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     engine.provision("items").await.expect("provision");
 
     let cut = relay.cutter();
-    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |counters| {
-        if counters.processed >= 50 {
+    let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |progress| {
+        if progress.counters.processed >= 50 {
             cut();
         }
     });

@@ -150,7 +150,20 @@ pub async fn run(global: &GlobalArgs, args: &QuickstartArgs) -> Result<Exit, Cli
         full,
         ..RunOptions::default()
     };
-    let first_run = engine.run(SYNC, &run(false)).await.map_err(engine_error)?;
+    let bar = super::run::progress_bar(global, SYNC);
+    let first_run = engine
+        .run(
+            SYNC,
+            &RunOptions {
+                progress: bar.as_ref().map(super::run::progress_callback),
+                ..run(false)
+            },
+        )
+        .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let first_run = first_run.map_err(engine_error)?;
     say(format!("5. first sync: {}", describe(&first_run)));
 
     let edits = edit_source(&source_path).await?;

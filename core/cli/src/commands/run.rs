@@ -83,18 +83,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
         dry_run: args.dry_run,
         batch_size: args.batch_size,
         shutdown: shutdown_token(),
-        progress: bar.as_ref().map(|bar| {
-            let bar = bar.clone();
-            let callback: syncbridge_engine::run::ProgressFn =
-                std::sync::Arc::new(move |c: &syncbridge_store::runtime::RunCounters| {
-                    bar.set_position(c.processed.max(0) as u64);
-                    bar.set_message(format!(
-                        "{} created, {} updated, {} moved, {} deleted, {} unchanged, {} failed",
-                        c.created, c.updated, c.moved, c.deleted, c.unchanged, c.failed
-                    ));
-                });
-            callback
-        }),
+        progress: bar.as_ref().map(progress_callback),
     };
     let report = engine.run(&args.sync, &options).await.map_err(engine_error);
     if let Some(bar) = &bar {
@@ -375,20 +364,58 @@ pub async fn changes(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliEr
     Ok(Exit::Ok)
 }
 
-/// A progress line on an interactive terminal (rows read, rate, counters); nothing when output is
-/// piped or `--json` is set, where the log lines and the final summary suffice.
-fn progress_bar(global: &GlobalArgs, sync: &str) -> Option<indicatif::ProgressBar> {
+/// Shows a run's progress on a bar from [`progress_bar`].
+pub(crate) fn progress_callback(
+    bar: &indicatif::ProgressBar,
+) -> syncbridge_engine::run::ProgressFn {
+    let bar = bar.clone();
+    std::sync::Arc::new(move |p: &syncbridge_engine::run::Progress| {
+        let c = &p.counters;
+        if let Some(expected) = p.expected_rows
+            && bar.length() != Some(expected)
+        {
+            // A known total turns the spinner into a bar with an ETA.
+            bar.set_length(expected);
+            bar.set_style(progress_style(true));
+        }
+        bar.set_position(c.processed.max(0) as u64);
+        bar.set_message(format!(
+            "{} created, {} updated, {} moved, {} deleted, {} unchanged, {} failed",
+            c.created, c.updated, c.moved, c.deleted, c.unchanged, c.failed
+        ));
+    })
+}
+
+/// A progress line on an interactive terminal (rows read, rate, counters; with the source's
+/// row estimate, a bar with an ETA); nothing when output is piped or `--json` is set, where the
+/// log lines and the final summary suffice.
+pub(crate) fn progress_bar(global: &GlobalArgs, sync: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal as _;
     if global.json || !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = indicatif::ProgressBar::new_spinner();
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} {prefix} {pos} rows read ({per_sec}) {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    bar.set_style(style);
+    bar.set_style(progress_style(false));
     bar.set_prefix(sync.to_owned());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     Some(bar)
+}
+
+/// The progress line: a spinner while the total is unknown, a bar with an ETA once it is known.
+fn progress_style(total_known: bool) -> indicatif::ProgressStyle {
+    let template = if total_known {
+        "{spinner} {prefix} [{bar:30}] {pos}/~{len} rows ({rate}, ETA {eta}) {msg}"
+    } else {
+        "{spinner} {prefix} {pos} rows read ({rate}) {msg}"
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .map(|style| {
+            style.progress_chars("=> ").with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                },
+            )
+        })
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
 }
