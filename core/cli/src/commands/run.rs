@@ -43,7 +43,7 @@ fn shutdown_token() -> tokio_util::sync::CancellationToken {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::warn!(
-            "finishing the batch in flight, then stopping (press Ctrl-C again to stop now)"
+            "finishing the batches in flight, then stopping (press Ctrl-C again to stop now)"
         );
         signal.cancel();
         wait_for_signal().await;
