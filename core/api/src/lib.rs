@@ -26,7 +26,10 @@ mod value;
 pub use batch::{Row, RowBatch, RowKind};
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use keyset::{KeysetPlan, KeysetPosition, PlanColumn};
-pub use registry::{Registry, SourceFactory, TargetFactory, UnknownName};
+pub use registry::{
+    Registry, SourceFactory, TargetFactory, UnknownName, WasmRef, WasmRouterFactory,
+    WasmRuleFactory,
+};
 pub use schema::{
     ColumnDescriptor, ConstraintDescriptor, ConstraintKind, DataType, IndexDescriptor,
     TableDescriptor, TableKind, TableRef,

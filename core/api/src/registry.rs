@@ -9,7 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::{
-    BoxFuture, ConnectorError, ErasedSource, ErasedTarget, FieldRule, RuleError, Source, Target,
+    BoxFuture, ConnectorError, ErasedSource, ErasedTarget, FieldRule, RuleError, ShardRouter,
+    Source, Target,
 };
 
 /// Builds a connected source from its JSON configuration.
@@ -30,6 +31,40 @@ pub type TargetFactory = Arc<
 pub type RuleFactory =
     Arc<dyn Fn(&[String]) -> Result<Box<dyn FieldRule>, RuleError> + Send + Sync>;
 
+/// Where a WASM rule or predicate comes from: `wasm:MODULE#FUNCTION` in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmRef {
+    /// The module: a path to a `.wasm` file, or a name looked up in the plugin directory.
+    pub module: String,
+    /// The function the module dispatches to (it may hold several).
+    pub function: String,
+}
+
+impl WasmRef {
+    /// Parses `wasm:MODULE#FUNCTION` (the `wasm:` prefix is optional).
+    pub fn parse(text: &str) -> Result<Self, RuleError> {
+        let body = text.trim();
+        let body = body.strip_prefix("wasm:").unwrap_or(body).trim();
+        match body.rsplit_once('#') {
+            Some((module, function)) if !module.is_empty() && !function.is_empty() => Ok(Self {
+                module: module.to_owned(),
+                function: function.to_owned(),
+            }),
+            _ => Err(RuleError::new(format!(
+                "`{text}` is not a WASM reference; write `wasm:MODULE#FUNCTION`, e.g. `wasm:format.wasm#title_case`"
+            ))),
+        }
+    }
+}
+
+/// Builds a WASM field rule: the reference, the mapped source column, the rule's arguments.
+pub type WasmRuleFactory =
+    Arc<dyn Fn(&WasmRef, &str, &[String]) -> Result<Box<dyn FieldRule>, RuleError> + Send + Sync>;
+
+/// Builds a WASM sharding predicate: the reference and the names of the sync's targets.
+pub type WasmRouterFactory =
+    Arc<dyn Fn(&WasmRef, &[String]) -> Result<Box<dyn ShardRouter>, RuleError> + Send + Sync>;
+
 /// A name the registry does not know, with the names it does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{name}`; available: {}", if available.is_empty() { "none in this build".to_owned() } else { available.join(", ") })]
@@ -45,6 +80,8 @@ pub struct Registry {
     sources: BTreeMap<String, SourceFactory>,
     targets: BTreeMap<String, TargetFactory>,
     rules: BTreeMap<String, RuleFactory>,
+    wasm_rules: Option<WasmRuleFactory>,
+    wasm_routers: Option<WasmRouterFactory>,
 }
 
 impl fmt::Debug for Registry {
@@ -106,6 +143,26 @@ impl Registry {
     /// Registers a field rule by name (`trim`, `round`, `wasm:fmt#title`).
     pub fn register_rule(&mut self, name: &str, factory: RuleFactory) {
         self.rules.insert(name.to_owned(), factory);
+    }
+
+    /// Registers the WASM host: `wasm:MODULE#FUNCTION` rules and sharding predicates.
+    pub fn register_wasm(&mut self, rules: WasmRuleFactory, routers: WasmRouterFactory) {
+        self.wasm_rules = Some(rules);
+        self.wasm_routers = Some(routers);
+    }
+
+    /// The WASM rule factory, or why there is none.
+    pub fn wasm_rules(&self) -> Result<&WasmRuleFactory, RuleError> {
+        self.wasm_rules
+            .as_ref()
+            .ok_or_else(|| RuleError::new("this build has no WASM host registered"))
+    }
+
+    /// The WASM sharding predicate factory, or why there is none.
+    pub fn wasm_routers(&self) -> Result<&WasmRouterFactory, RuleError> {
+        self.wasm_routers
+            .as_ref()
+            .ok_or_else(|| RuleError::new("this build has no WASM host registered"))
     }
 
     pub fn source(&self, kind: &str) -> Result<&SourceFactory, UnknownName> {
