@@ -30,3 +30,29 @@ pub fn run(command: &mut Command) -> Output {
 /// A database created for one test on the local PostgreSQL (shared with the other crates' tests).
 #[allow(unused_imports)] // not every test binary needs PostgreSQL
 pub use syncbridge_store::testing::PgDatabase;
+
+/// The example WASM guests of `transforms/`, built for `wasm32-wasip2` once per test binary;
+/// `None` (after saying why) when the target is missing and services are not required.
+pub fn wasm_guests() -> Option<&'static std::path::Path> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = repo_root().join("transforms/Cargo.toml");
+            let output = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .arg(&manifest)
+                .output()
+                .expect("cargo runs");
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(
+                    !syncbridge_store::testing::services_required(),
+                    "building the WASM guests failed (run `rustup target add wasm32-wasip2`):\n{stderr}"
+                );
+                println!("SKIPPED: the WASM guests do not build here (`rustup target add wasm32-wasip2`)");
+                return None;
+            }
+            Some(repo_root().join("transforms/target/wasm32-wasip2/release"))
+        })
+        .as_deref()
+}

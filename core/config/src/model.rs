@@ -261,6 +261,10 @@ pub struct SyncDefinition {
     /// The lists rows go to. `SINGLE`: exactly one. `CONDITIONAL`: predicates in order, first
     /// match wins, one target marked `default` takes the rest.
     pub targets: Vec<SyncTarget>,
+    /// `CONDITIONAL` only: a WASM sharding predicate, `wasm:MODULE#FUNCTION`, instead of `when`
+    /// on each target. It names a target per row, or none for the default target.
+    #[serde(default)]
+    pub sharding: Option<String>,
     /// Which source columns go to which list columns.
     pub mappings: Vec<FieldMapping>,
     #[serde(default)]

@@ -311,6 +311,15 @@ fn validate_sync(
     let defaults = sync.targets.iter().filter(|t| t.default).count();
     match sync.target_strategy {
         TargetStrategy::Single => {
+            if sync.sharding.is_some() {
+                problems.push(
+                    Problem::new(
+                        format!("{path}.sharding"),
+                        "a sharding predicate needs `target_strategy: CONDITIONAL`",
+                    )
+                    .fix("set `target_strategy: CONDITIONAL`, or remove `sharding`"),
+                );
+            }
             if sync.targets.len() > 1 {
                 problems.push(
                     Problem::new(
@@ -342,7 +351,34 @@ fn validate_sync(
                     .fix("mark the list that takes unmatched rows with `default: true`"),
                 );
             }
+            if let Some(sharding) = &sync.sharding {
+                if !sharding.trim_start().starts_with("wasm:") || !sharding.contains('#') {
+                    problems.push(
+                        Problem::new(
+                            format!("{path}.sharding"),
+                            format!("`{sharding}` is not a WASM reference"),
+                        )
+                        .fix(
+                            "write `wasm:MODULE#FUNCTION`, e.g. `wasm:status_shard.wasm#by_status`",
+                        ),
+                    );
+                }
+                for (j, target) in sync.targets.iter().enumerate() {
+                    if target.when.is_some() {
+                        problems.push(
+                            Problem::new(
+                                format!("{path}.targets[{j}].when"),
+                                "the sync routes with `sharding`; targets take no `when`",
+                            )
+                            .fix("remove `when`, or remove `sharding` to route with predicates"),
+                        );
+                    }
+                }
+            }
             for (j, target) in sync.targets.iter().enumerate() {
+                if sync.sharding.is_some() {
+                    break;
+                }
                 match (&target.when, target.default) {
                     (None, false) => problems.push(
                         Problem::new(

@@ -4,9 +4,29 @@
 //! field. Transforms run in mapping order; a rule that fails fails the row (it goes to the
 //! dead-letter queue with the rule's message), never the batch.
 
-use syncbridge_api::{FieldRule, Registry, Row, RowView, RuleError, Value};
+use syncbridge_api::{FieldRule, Registry, Row, RowView, RuleError, Value, WasmRef};
 
-use crate::rules::build_rule;
+use crate::rules::{build_rule, parse_rule_spec, unquote};
+
+/// A built-in rule by name, or `wasm:MODULE#FUNCTION(args…)` through the registry's WASM host.
+fn build_any_rule(
+    registry: &Registry,
+    text: &str,
+    source_column: &str,
+) -> Result<Box<dyn FieldRule>, RuleError> {
+    if !text.trim_start().starts_with("wasm:") {
+        return build_rule(registry, text);
+    }
+    let reference = WasmRef::parse(text)?;
+    // Arguments ride on the function: `wasm:format.wasm#prefix('PRJ-')`.
+    let call = parse_rule_spec(&reference.function)?;
+    let args: Vec<String> = call.args.iter().map(|a| unquote(a).0.to_owned()).collect();
+    let reference = WasmRef {
+        module: reference.module,
+        function: call.name,
+    };
+    registry.wasm_rules()?(&reference, source_column, &args)
+}
 
 /// One mapping as the meta-store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +102,7 @@ impl Mapper {
                     .transform
                     .as_deref()
                     .map(|text| {
-                        build_rule(registry, text).map_err(|e| {
+                        build_any_rule(registry, text, &spec.source).map_err(|e| {
                             RuleError::new(format!(
                                 "mapping {} → {}: {}",
                                 spec.source, spec.target, e.message

@@ -20,8 +20,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use syncbridge_api::{
     CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId, Position,
-    ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter as _, TableRef,
-    Value, WriteOp, WriteOutcome,
+    ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter, TableRef, Value,
+    WasmRef, WriteOp, WriteOutcome,
 };
 use syncbridge_store::definitions::{RunDefinition, load_run_definition, sync_names};
 use syncbridge_store::runtime::{self, LedgerRow, LedgerWrite, NewFailure, RunCounters};
@@ -525,9 +525,11 @@ impl Engine {
         if !options.dry_run {
             run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
             run.recover().await?;
-            run.retry_dead_letters(&mapper, router.as_ref()).await?;
+            run.retry_dead_letters(&mapper, router.as_deref()).await?;
         }
-        let outcome = run.stream(source.as_ref(), &mapper, router.as_ref()).await;
+        let outcome = run
+            .stream(source.as_ref(), &mapper, router.as_deref())
+            .await;
         let outcome = match outcome {
             Ok(complete) if complete && (options.full || def.cursor_strategy == "FULL_SCAN") => {
                 run.delete_vanished().await.map(|()| complete)
@@ -587,7 +589,7 @@ struct Connected {
     def: RunDefinition,
     mapper: Mapper,
     targets: Vec<BoundTarget>,
-    router: Option<CelRouter>,
+    router: Option<Box<dyn ShardRouter>>,
     instance_id: Id,
     source: Box<dyn ErasedSource>,
 }
@@ -610,7 +612,7 @@ impl Engine {
         let mapper = Mapper::new(&self.registry, &specs)
             .map_err(|e| EngineError::config(&def, e.message))?;
         let targets = self.connect_targets(&def, true).await?;
-        let router = build_router(&def, &targets)?;
+        let router = build_router(&def, &targets, &self.registry)?;
         let (instance_id, source) = self.connect_source(&def).await?;
         let mut def = def;
         if def.key_columns.is_empty() && def.key_strategy != "HASHED" {
@@ -683,7 +685,7 @@ impl Engine {
         };
         let mut state = RunState::new(self, &def, &targets, &options, instance_id, HashSet::new());
         let expected = state
-            .expected(source.as_ref(), &mapper, router.as_ref())
+            .expected(source.as_ref(), &mapper, router.as_deref())
             .await?;
         let mut out = Vec::new();
         for (index, target) in targets.iter().enumerate() {
@@ -742,13 +744,22 @@ impl Engine {
 fn build_router(
     def: &RunDefinition,
     targets: &[BoundTarget],
-) -> Result<Option<CelRouter>, EngineError> {
+    registry: &Registry,
+) -> Result<Option<Box<dyn ShardRouter>>, EngineError> {
     if def.target_strategy != "CONDITIONAL" {
         return Ok(None);
     }
-    let rules: Vec<(String, String)> = def
-        .sharding_policy
-        .as_ref()
+    let policy = def.sharding_policy.as_ref();
+    if let Some(wasm) = policy.and_then(|p| p.get("wasm")).and_then(|w| w.as_str()) {
+        let reference = WasmRef::parse(wasm).map_err(|e| EngineError::config(def, e.message))?;
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        return registry
+            .wasm_routers()
+            .map_err(|e| EngineError::config(def, e.message))?(&reference, &names)
+        .map(Some)
+        .map_err(|e| EngineError::config(def, format!("sharding `{wasm}`: {}", e.message)));
+    }
+    let rules: Vec<(String, String)> = policy
         .and_then(|p| p.get("rules"))
         .and_then(|r| r.as_array())
         .map(|rules| {
@@ -772,7 +783,7 @@ fn build_router(
         }
     }
     CelRouter::new(&rules)
-        .map(Some)
+        .map(|router| Some(Box::new(router) as Box<dyn ShardRouter>))
         .map_err(|e| EngineError::config(def, e.message))
 }
 
@@ -948,7 +959,7 @@ impl<'a> RunState<'a> {
     async fn retry_dead_letters(
         &mut self,
         mapper: &Mapper,
-        router: Option<&CelRouter>,
+        router: Option<&dyn ShardRouter>,
     ) -> Result<(), EngineError> {
         let due =
             runtime::due_failures(&self.engine.store, self.def.id, chrono::Utc::now()).await?;
@@ -1172,7 +1183,7 @@ impl<'a> RunState<'a> {
         &mut self,
         source: &dyn ErasedSource,
         mapper: &Mapper,
-        router: Option<&CelRouter>,
+        router: Option<&dyn ShardRouter>,
     ) -> Result<Vec<HashMap<String, String>>, EngineError> {
         let mut out: Vec<HashMap<String, String>> = vec![HashMap::new(); self.targets.len()];
         let mut request = self.read_request(None, mapper);
@@ -1212,7 +1223,7 @@ impl<'a> RunState<'a> {
         &mut self,
         source: &dyn ErasedSource,
         mapper: &Mapper,
-        router: Option<&CelRouter>,
+        router: Option<&dyn ShardRouter>,
     ) -> Result<bool, EngineError> {
         let full_scan = self.def.cursor_strategy == "FULL_SCAN";
         let from = if self.options.full || full_scan {
@@ -1430,7 +1441,7 @@ impl<'a> RunState<'a> {
         &mut self,
         batch: &RowBatch,
         mapper: &Mapper,
-        router: Option<&CelRouter>,
+        router: Option<&dyn ShardRouter>,
         reading: Option<Reading<'_>>,
     ) -> Result<(), EngineError> {
         let columns = &batch.columns;

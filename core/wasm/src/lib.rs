@@ -19,9 +19,11 @@
 mod bindings;
 mod convert;
 mod host;
+mod register;
 mod router;
 mod rule;
 
 pub use host::{Plugin, PluginKind, WasmError, WasmHost, WasmLimits};
+pub use register::{WasmSettings, register};
 pub use router::WasmRouter;
 pub use rule::WasmRule;

@@ -531,6 +531,7 @@ impl Applier<'_> {
                 .map(|t| serde_json::json!({"target": t.name, "when": t.when}))
                 .collect::<Vec<_>>(),
             "default": sync.targets.get(default_index).map(|t| t.name.clone()),
+            "wasm": sync.sharding,
         });
         let cursor_options = match &sync.cursor.slot {
             Some(slot) => {

@@ -1,0 +1,154 @@
+//! A PostgreSQL → emulator sync whose mapping uses a WASM transform and whose routing uses a WASM
+//! sharding predicate; then the transform's `.wasm` file is replaced and the next run writes
+//! the new behaviour — the same `syncbridge` binary throughout.
+
+mod support;
+
+use sqlx::Connection as _;
+use support::{PgDatabase, run, syncbridge, wasm_guests};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+
+fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
+    let data = emulator.data();
+    let mut titles: Vec<String> = data
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .filter(|l| l.display_name == list)
+        .flat_map(|l| l.items.values())
+        .filter_map(|item| {
+            item.fields
+                .get("Title")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    titles.sort();
+    titles
+}
+
+#[tokio::test]
+async fn wasm_transform_and_sharding_and_a_swapped_module() {
+    let Some(guests) = wasm_guests() else { return };
+    let Some(pg) = PgDatabase::create("wasm") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE projects (id int PRIMARY KEY, name text NOT NULL, status text, ended_on date);
+         INSERT INTO projects VALUES
+           (1, 'ada LOVELACE', 'Active', NULL),
+           (2, 'grace hopper', 'Closed', current_date - 10),
+           (3, 'alan turing', 'Closed', date '2001-01-01'),
+           (4, 'no status', NULL, NULL);",
+    )
+    .execute(&mut db)
+    .await
+    .expect("projects");
+
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugin dir");
+    std::fs::copy(guests.join("format.wasm"), plugins.join("names.wasm")).expect("copy");
+    std::fs::copy(guests.join("status_shard.wasm"), plugins.join("shard.wasm")).expect("copy");
+    let config = format!(
+        "version: 1
+applications: [{{ name: app }}]
+databases:
+  - name: pg
+    application: app
+    type: postgres
+    database_name: {database}
+    instances: [{{ label: main, url: '{url}' }}]
+sharepoint:
+  - name: emulator
+    tenant_id: {tenant}
+    client_id: {client}
+    client_secret: {secret}
+    authority_host: {authority}
+    graph_base_url: {base}
+    sites:
+      - hostname: {host}
+        path: {path}
+        lists: [{{ name: Active }}, {{ name: Closed }}, {{ name: Archived }}]
+syncs:
+  - name: projects
+    source: {{ database: pg, table: public.projects }}
+    key: {{ strategy: PRIMARY_KEY }}
+    cursor: {{ strategy: FULL_SCAN }}
+    target_strategy: CONDITIONAL
+    sharding: wasm:shard.wasm#by_status
+    targets:
+      - {{ name: Active, connection: emulator, list: Active }}
+      - {{ name: Closed, connection: emulator, list: Closed }}
+      - {{ name: Archived, connection: emulator, list: Archived, default: true }}
+    mappings:
+      - {{ source: id, target: ProjectId, target_type: number }}
+      - {{ source: name, target: Title, transform: 'wasm:names.wasm#title_case' }}
+      - {{ source: status, target: Status }}
+      - {{ source: ended_on, target: EndedOn, target_type: dateTime }}
+",
+        url = pg.url,
+        database = pg.name,
+        tenant = info.tenant_id,
+        client = info.client_id,
+        secret = info.client_secret,
+        authority = info.authority_host,
+        base = info.base_url,
+        host = info.site_hostname,
+        path = info.site_path,
+    );
+    let config_path = dir.path().join("wasm.yaml");
+    std::fs::write(&config_path, config).expect("config");
+    let store = format!("sqlite://{}", dir.path().join("meta.db").display());
+    // Exit 1 = finished with rows in the dead-letter queue.
+    let cli_expecting = |code: i32, args: &[&str]| {
+        let mut command = syncbridge();
+        command
+            .args(["--store", &store])
+            .args(args)
+            .env("SYNCBRIDGE_PLUGIN_DIR", &plugins)
+            .env("SYNCBRIDGE_WASM_CACHE", dir.path().join("cache"));
+        let output = run(&mut command);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let cli = |args: &[&str]| cli_expecting(0, args);
+    cli(&["migrate"]);
+    cli(&["apply", "-f", config_path.to_str().expect("utf-8")]);
+    cli(&["provision", "projects"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&cli_expecting(1, &["run", "projects", "--json"])).expect("json");
+    // The row without a status is dead-lettered by the predicate; the others are routed.
+    assert_eq!(
+        (report["created"].as_i64(), report["failed"].as_i64()),
+        (Some(3), Some(1)),
+        "{report}"
+    );
+    assert_eq!(titles(&emulator, "Active"), ["Ada Lovelace"]);
+    assert_eq!(titles(&emulator, "Closed"), ["Grace Hopper"]);
+    assert_eq!(titles(&emulator, "Archived"), ["Alan Turing"]);
+    let dlq = cli(&["dlq", "list", "projects"]);
+    assert!(dlq.contains("no `status`"), "{dlq}");
+
+    // A new version of the rule ships as a file; the same binary picks it up on the next run.
+    std::fs::copy(guests.join("format_v2.wasm"), plugins.join("names.wasm")).expect("swap");
+    let report: serde_json::Value =
+        serde_json::from_str(&cli_expecting(1, &["run", "projects", "--json"])).expect("json");
+    assert_eq!(report["updated"].as_i64(), Some(3), "{report}");
+    assert_eq!(titles(&emulator, "Active"), ["ADA LOVELACE"]);
+    assert_eq!(titles(&emulator, "Closed"), ["GRACE HOPPER"]);
+    assert_eq!(titles(&emulator, "Archived"), ["ALAN TURING"]);
+}
