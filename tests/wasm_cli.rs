@@ -152,3 +152,33 @@ syncs:
     assert_eq!(titles(&emulator, "Closed"), ["GRACE HOPPER"]);
     assert_eq!(titles(&emulator, "Archived"), ["ALAN TURING"]);
 }
+
+#[test]
+fn plugins_check_names_the_world_or_the_reason() {
+    let Some(guests) = wasm_guests() else { return };
+    let cache = tempfile::tempdir().expect("cache");
+    let check = |args: &[&str]| {
+        let output = run(syncbridge()
+            .env("SYNCBRIDGE_WASM_CACHE", cache.path())
+            .args(["plugins", "check"])
+            .args(args));
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let format = guests.join("format.wasm");
+    let format = format.to_str().expect("utf-8");
+    let (code, text) = check(&[format, "--function", "title_case"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("transform module, sha256"), "{text}");
+    let (code, text) = check(&[format, "--function", "nope"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no rule `nope`"), "{text}");
+    let garbage = cache.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"garbage").expect("write");
+    let (code, text) = check(&[garbage.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("not a WebAssembly component"), "{text}");
+}

@@ -87,6 +87,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// SharePoint connections: discover their sites' lists and columns.
     Sharepoint(SharepointArgs),
+    /// WASM plugins: check a module against the SyncBridge worlds, list the plugin directory.
+    Plugins(PluginsArgs),
     /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.
     Emulator(EmulatorArgs),
     /// The whole job on embedded defaults: a SQLite table, the in-process Graph emulator, three
@@ -141,6 +143,29 @@ pub struct RunsArgs {
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    #[command(subcommand)]
+    pub command: PluginsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Compile a `.wasm` file, check that it implements a SyncBridge world (transform or shard,
+    /// `syncbridge:plugin@0.1.0`) and, with `--function`, that it accepts that function. Exit 2
+    /// when it does not, with the reason.
+    Check {
+        /// The module.
+        file: PathBuf,
+        /// A function the configs will name after `#`.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// The modules in the plugin directory (`SYNCBRIDGE_PLUGIN_DIR`), each with its world and
+    /// SHA-256, as they load.
+    List,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Release(args) => commands::run::release(global, &args).await,
         Command::Dlq(args) => commands::dlq::run(global, &args).await,
         Command::Sharepoint(args) => commands::run::sharepoint(global, &args).await,
+        Command::Plugins(args) => commands::plugins::run(global, &args),
         Command::Emulator(args) => commands::emulator::run(global, &args).await,
         Command::Quickstart(args) => commands::quickstart::run(global, &args).await,
     }

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod dlq;
 pub mod emulator;
 pub mod migrate;
+pub mod plugins;
 pub mod quickstart;
 pub mod run;
 pub mod schema;
