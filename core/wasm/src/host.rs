@@ -25,6 +25,9 @@ pub struct WasmLimits {
     pub memory_bytes: usize,
     /// The longest one call may run (wall clock).
     pub deadline: Duration,
+    /// Optional: the most WebAssembly instructions (fuel units) one call may execute, for a
+    /// deterministic budget on top of the deadline. Off by default (it costs 5–10 %).
+    pub fuel_per_call: Option<u64>,
 }
 
 impl Default for WasmLimits {
@@ -32,6 +35,7 @@ impl Default for WasmLimits {
         Self {
             memory_bytes: 64 << 20,
             deadline: Duration::from_secs(1),
+            fuel_per_call: None,
         }
     }
 }
@@ -167,6 +171,7 @@ impl WasmHost {
         // Calls are synchronous; the async machinery would triple the cost of a call.
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        config.consume_fuel(limits.fuel_per_call.is_some());
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(e.to_string()))?;
         let mut transform_linker = Linker::new(&engine);
         let mut shard_linker = Linker::new(&engine);
@@ -377,6 +382,10 @@ impl WasmHost {
     pub(crate) fn arm(&self, store: &mut Store<State>) {
         let ticks = (self.inner.limits.deadline.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.inner.limits.fuel_per_call {
+            // Refilled per call; `set_fuel` only fails when fuel is not enabled, which it is.
+            let _ = store.set_fuel(fuel);
+        }
     }
 }
 
@@ -389,6 +398,10 @@ pub(crate) fn describe_trap(error: &wasmtime::Error, limits: &WasmLimits) -> Str
                 limits.deadline.as_millis()
             ),
             wasmtime::Trap::StackOverflow => "the WASM call overflowed its stack".into(),
+            wasmtime::Trap::OutOfFuel => format!(
+                "the WASM call used up its fuel of {} instructions and was stopped",
+                limits.fuel_per_call.unwrap_or_default()
+            ),
             other => format!("the WASM guest trapped: {other}"),
         };
     }

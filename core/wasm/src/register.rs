@@ -18,9 +18,11 @@ pub struct WasmSettings {
 }
 
 impl WasmSettings {
-    /// From the environment: `SYNCBRIDGE_PLUGIN_DIR` (default: the working directory) and
+    /// From the environment: `SYNCBRIDGE_PLUGIN_DIR` (default: the working directory),
     /// `SYNCBRIDGE_WASM_CACHE` (default: `$XDG_CACHE_HOME/syncbridge/wasm`, else
-    /// `~/.cache/syncbridge/wasm`).
+    /// `~/.cache/syncbridge/wasm`), and the limits `SYNCBRIDGE_WASM_MEMORY_MB` (64),
+    /// `SYNCBRIDGE_WASM_DEADLINE_MS` (1000) and `SYNCBRIDGE_WASM_FUEL` (off). A limit that does
+    /// not parse keeps its default, with a warning.
     pub fn from_env() -> Self {
         let plugin_dir = std::env::var_os("SYNCBRIDGE_PLUGIN_DIR")
             .map(PathBuf::from)
@@ -34,15 +36,34 @@ impl WasmSettings {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/syncbridge/wasm"))
             })
             .unwrap_or_else(|| std::env::temp_dir().join("syncbridge-wasm"));
+        let defaults = WasmLimits::default();
+        let limits = WasmLimits {
+            memory_bytes: number("SYNCBRIDGE_WASM_MEMORY_MB")
+                .map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
+            deadline: number("SYNCBRIDGE_WASM_DEADLINE_MS")
+                .map_or(defaults.deadline, std::time::Duration::from_millis),
+            fuel_per_call: number("SYNCBRIDGE_WASM_FUEL").or(defaults.fuel_per_call),
+        };
         Self {
             plugin_dir,
             cache_dir,
-            limits: WasmLimits::default(),
+            limits,
         }
     }
 
     fn module_path(&self, module: &str) -> PathBuf {
         self.plugin_dir.join(Path::new(module))
+    }
+}
+
+fn number(variable: &str) -> Option<u64> {
+    let text = std::env::var(variable).ok()?;
+    match text.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            tracing::warn!(variable, value = %text, "not a whole number; keeping the default");
+            None
+        }
     }
 }
 

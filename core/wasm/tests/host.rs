@@ -41,6 +41,7 @@ fn host(cache: &Path) -> WasmHost {
         WasmLimits {
             memory_bytes: 32 << 20,
             deadline: Duration::from_millis(300),
+            fuel_per_call: None,
         },
     )
     .expect("host")
@@ -263,5 +264,27 @@ fn compiled_modules_are_cached_and_a_changed_file_is_compiled_again() {
     assert_eq!(
         apply(&rule, Value::Int(2)),
         Ok(Value::Decimal("2.00".parse().expect("decimal")))
+    );
+}
+
+#[test]
+fn an_optional_fuel_budget_stops_a_loop_deterministically() {
+    let Some(dir) = guests() else { return };
+    let cache = tempfile::tempdir().expect("cache");
+    let host = WasmHost::new(
+        cache.path(),
+        WasmLimits {
+            fuel_per_call: Some(50_000_000),
+            deadline: Duration::from_secs(30),
+            ..WasmLimits::default()
+        },
+    )
+    .expect("host");
+    let spin = WasmRule::new(&host, &dir.join("hostile.wasm"), "spin", "name", &[]).expect("loads");
+    let error = apply(&spin, Value::Text("spin".into())).expect_err("stopped");
+    assert!(error.contains("used up its fuel of 50000000"), "{error}");
+    assert_eq!(
+        apply(&spin, Value::Text("fine".into())),
+        Ok(Value::Text("fine".into()))
     );
 }
