@@ -43,6 +43,20 @@ impl<'a> RowView<'a> {
 /// It sees the whole row so rules such as `concat` or `default` can use other fields.
 pub trait FieldRule: Send + Sync {
     fn apply(&self, value: Value, row: RowView<'_>) -> Result<Value, RuleError>;
+
+    /// The rule over a batch: value i belongs to row i. Rules whose calls cost more than their
+    /// work (WASM) override it to make one call per batch.
+    fn apply_batch(
+        &self,
+        values: Vec<Value>,
+        rows: &[RowView<'_>],
+    ) -> Vec<Result<Value, RuleError>> {
+        values
+            .into_iter()
+            .zip(rows)
+            .map(|(value, row)| self.apply(value, *row))
+            .collect()
+    }
 }
 
 /// Where one row goes.

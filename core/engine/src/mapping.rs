@@ -128,39 +128,81 @@ impl Mapper {
 
     /// Maps one row read with `columns`.
     pub fn map_row(&self, columns: &[String], row: &Row) -> Result<MappedRow, RuleError> {
-        let view = RowView {
-            columns,
-            values: &row.values,
-        };
-        let mut source_values: Vec<Value> = row.values.clone();
-        let mut fields = Vec::with_capacity(self.mappings.len());
+        self.map_batch(columns, &[row])
+            .pop()
+            .unwrap_or_else(|| Err(RuleError::new("no row")))
+    }
+
+    /// Maps rows read with `columns`, one result per row. Each rule runs once per batch
+    /// ([`FieldRule::apply_batch`]) over the rows that have not failed yet; a rule sees the
+    /// row as read.
+    pub fn map_batch(
+        &self,
+        columns: &[String],
+        rows: &[&Row],
+    ) -> Vec<Result<MappedRow, RuleError>> {
+        let mut indexes = Vec::with_capacity(self.mappings.len());
         for mapping in &self.mappings {
-            let index = columns
-                .iter()
-                .position(|c| *c == mapping.source)
-                .ok_or_else(|| {
-                    RuleError::new(format!("the source row has no column `{}`", mapping.source))
-                })?;
-            let value = row.values[index].clone();
-            let value = match &mapping.rule {
-                Some(rule) => rule.apply(value, view).map_err(|e| {
-                    RuleError::new(format!(
-                        "transform `{}` on {} failed: {}",
-                        mapping.rule_text.as_deref().unwrap_or_default(),
-                        mapping.source,
-                        e.message
-                    ))
-                })?,
-                None => value,
-            };
-            source_values[index] = value.clone();
-            fields.push((mapping.target.clone(), value));
+            match columns.iter().position(|c| *c == mapping.source) {
+                Some(index) => indexes.push(index),
+                None => {
+                    let error = RuleError::new(format!(
+                        "the source row has no column `{}`",
+                        mapping.source
+                    ));
+                    return rows.iter().map(|_| Err(error.clone())).collect();
+                }
+            }
         }
-        Ok(MappedRow {
-            source_columns: columns.to_vec(),
-            source_values,
-            fields,
-        })
+        let mut mapped: Vec<Result<MappedRow, RuleError>> = rows
+            .iter()
+            .map(|row| {
+                Ok(MappedRow {
+                    source_columns: columns.to_vec(),
+                    source_values: row.values.clone(),
+                    fields: Vec::with_capacity(self.mappings.len()),
+                })
+            })
+            .collect();
+        for (mapping, &index) in self.mappings.iter().zip(&indexes) {
+            let alive: Vec<usize> = (0..rows.len()).filter(|&i| mapped[i].is_ok()).collect();
+            let values: Vec<Value> = alive
+                .iter()
+                .map(|&i| rows[i].values[index].clone())
+                .collect();
+            let results: Vec<Result<Value, RuleError>> = match &mapping.rule {
+                None => values.into_iter().map(Ok).collect(),
+                Some(rule) => {
+                    let views: Vec<RowView<'_>> = alive
+                        .iter()
+                        .map(|&i| RowView {
+                            columns,
+                            values: &rows[i].values,
+                        })
+                        .collect();
+                    rule.apply_batch(values, &views)
+                }
+            };
+            for (i, result) in alive.into_iter().zip(results) {
+                match result {
+                    Ok(value) => {
+                        if let Ok(row) = &mut mapped[i] {
+                            row.source_values[index] = value.clone();
+                            row.fields.push((mapping.target.clone(), value));
+                        }
+                    }
+                    Err(error) => {
+                        mapped[i] = Err(RuleError::new(format!(
+                            "transform `{}` on {} failed: {}",
+                            mapping.rule_text.as_deref().unwrap_or_default(),
+                            mapping.source,
+                            error.message
+                        )));
+                    }
+                }
+            }
+        }
+        mapped
     }
 }
 

@@ -1445,6 +1445,13 @@ impl<'a> RunState<'a> {
         reading: Option<Reading<'_>>,
     ) -> Result<(), EngineError> {
         let columns = &batch.columns;
+        // Rules run once per batch (a WASM rule makes one call for all the rows).
+        let upserts: Vec<&Row> = batch
+            .rows
+            .iter()
+            .filter(|row| row.kind != RowKind::Delete)
+            .collect();
+        let mut mapped_rows = mapper.map_batch(columns, &upserts).into_iter();
         let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
         let mut deletes: Vec<String> = Vec::new();
         for row in &batch.rows {
@@ -1455,7 +1462,10 @@ impl<'a> RunState<'a> {
                 }
                 continue;
             }
-            let mapped = match mapper.map_row(columns, row) {
+            let mapped = match mapped_rows
+                .next()
+                .unwrap_or_else(|| Err(syncbridge_api::RuleError::new("the row was not mapped")))
+            {
                 Ok(mapped) => mapped,
                 Err(error) => {
                     let identity = self.identity_of(columns, row, None);

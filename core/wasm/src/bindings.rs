@@ -19,6 +19,4 @@ pub mod shard {
     });
 }
 
-pub use transform::syncbridge::plugin::types::{
-    ErrorKind, Field, Outcome, RowError, Timestamptz, Value,
-};
+pub use transform::syncbridge::plugin::types::{ErrorKind, Field, RowError, Timestamptz, Value};

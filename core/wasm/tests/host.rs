@@ -188,7 +188,7 @@ fn modules_that_do_not_fit_are_refused_with_the_reason() {
     assert!(
         error
             .to_string()
-            .contains("no rule `nope` in this module; it has: title_case, prefix"),
+            .contains("no rule `nope` in this module; it has: title_case, upper, prefix, label"),
         "{error}"
     );
 
@@ -287,4 +287,50 @@ fn an_optional_fuel_budget_stops_a_loop_deterministically() {
         apply(&spin, Value::Text("fine".into())),
         Ok(Value::Text("fine".into()))
     );
+}
+
+/// One call per batch: the rule reads only the columns it asked for, and a row that traps in
+/// the middle of a batch is the only one that fails.
+#[test]
+fn batches_go_in_one_call_and_a_trapping_row_fails_alone() {
+    use syncbridge_api::FieldRule as _;
+    let Some(dir) = guests() else { return };
+    let cache = tempfile::tempdir().expect("cache");
+    let host = host(cache.path());
+    let columns = vec!["name".to_owned(), "status".to_owned(), "secret".to_owned()];
+    let rows: Vec<Vec<Value>> = ["Apollo", "panic", "Gemini"]
+        .iter()
+        .map(|name| {
+            vec![
+                Value::Text((*name).into()),
+                Value::Text("Active".into()),
+                Value::Text("not sent".into()),
+            ]
+        })
+        .collect();
+    let views: Vec<RowView<'_>> = rows
+        .iter()
+        .map(|values| RowView {
+            columns: &columns,
+            values,
+        })
+        .collect();
+    let values = || rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+
+    let label =
+        WasmRule::new(&host, &dir.join("format.wasm"), "label", "name", &[]).expect("label");
+    let labelled = label.apply_batch(values(), &views);
+    assert_eq!(labelled[0], Ok(Value::Text("Apollo (Active)".into())));
+    assert_eq!(labelled[2], Ok(Value::Text("Gemini (Active)".into())));
+
+    let panic =
+        WasmRule::new(&host, &dir.join("hostile.wasm"), "panic", "name", &[]).expect("panic");
+    let results = panic.apply_batch(values(), &views);
+    assert_eq!(results[0], Ok(Value::Text("Apollo".into())));
+    assert!(
+        matches!(&results[1], Err(e) if e.message.contains("trapped")),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2], Ok(Value::Text("Gemini".into())));
 }

@@ -74,6 +74,9 @@ pub mod __private {
     use super::*;
 
     static FIELD_RULE: OnceLock<(FieldFn, Vec<String>)> = OnceLock::new();
+
+    /// One exported field rule: its name, function and the other columns it reads.
+    pub type FieldEntry = (&'static str, FieldFn, &'static [&'static str]);
     static ROUTER: OnceLock<(RouteFn, Vec<String>)> = OnceLock::new();
 
     fn function_of(config: &[(String, String)]) -> Result<&str, String> {
@@ -85,12 +88,12 @@ pub mod __private {
     }
 
     pub fn init_field_rule(
-        rules: &[(&str, FieldFn)],
+        rules: &[FieldEntry],
         config: Vec<(String, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let name = function_of(&config)?;
-        let Some((_, function)) = rules.iter().find(|(n, _)| *n == name) else {
-            let known: Vec<&str> = rules.iter().map(|(n, _)| *n).collect();
+        let Some((_, function, reads)) = rules.iter().find(|(n, _, _)| *n == name) else {
+            let known: Vec<&str> = rules.iter().map(|(n, _, _)| *n).collect();
             return Err(format!(
                 "no rule `{name}` in this module; it has: {}",
                 known.join(", ")
@@ -102,7 +105,42 @@ pub mod __private {
             .collect();
         args.sort();
         let _ = FIELD_RULE.set((*function, args.into_iter().map(|(_, v)| v).collect()));
-        Ok(())
+        Ok(reads.iter().map(|r| (*r).to_owned()).collect())
+    }
+
+    pub fn apply_values(
+        columns: Vec<String>,
+        rows: Vec<Vec<Value>>,
+    ) -> Vec<Result<Value, RowError>> {
+        let Some((function, args)) = FIELD_RULE.get() else {
+            return rows
+                .iter()
+                .map(|_| {
+                    Err(row_error(
+                        ErrorKind::Internal,
+                        "the rule was not initialised".into(),
+                    ))
+                })
+                .collect();
+        };
+        rows.into_iter()
+            .map(|values| {
+                let mut values = values.into_iter();
+                let Some(value) = values.next() else {
+                    return Err(row_error(ErrorKind::InvalidInput, "an empty row".into()));
+                };
+                let rest: Vec<Field> = columns
+                    .iter()
+                    .skip(1)
+                    .zip(values)
+                    .map(|(name, value)| Field {
+                        name: name.clone(),
+                        value,
+                    })
+                    .collect();
+                function(value, &rest, args).map_err(|m| row_error(ErrorKind::InvalidInput, m))
+            })
+            .collect()
     }
 
     pub fn apply_field_rule(row: Row) -> Outcome {
@@ -163,19 +201,22 @@ pub mod __private {
     }
 }
 
-/// Exports field rules by name: `field_rules! { "title_case" => title_case, … }`.
+/// Exports field rules by name: `field_rules! { "title_case" => title_case, … }`. A rule that
+/// reads other columns names them: `"full_name" => full_name reads ["first", "last"]`; the host
+/// then sends those columns, and only those, after the mapped one.
 #[macro_export]
 macro_rules! field_rules {
-    ($($name:literal => $function:path),+ $(,)?) => {
+    ($($name:literal => $function:ident $(reads [$($column:literal),* $(,)?])?),+ $(,)?) => {
         struct __SyncBridgeFieldRules;
 
-        const __SYNCBRIDGE_FIELD_RULES: &[(&str, $crate::FieldFn)] = &[$(($name, $function)),+];
+        const __SYNCBRIDGE_FIELD_RULES: &[$crate::__private::FieldEntry] =
+            &[$(($name, $function, &[$($($column),*)?])),+];
 
         impl $crate::transform_world::exports::syncbridge::plugin::transformer::Guest
             for __SyncBridgeFieldRules
         {
             fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                -> ::std::result::Result<(), ::std::string::String> {
+                -> ::std::result::Result<::std::vec::Vec<::std::string::String>, ::std::string::String> {
                 $crate::__private::init_field_rule(__SYNCBRIDGE_FIELD_RULES, config)
             }
             fn transform(row: $crate::Row) -> $crate::Outcome {
@@ -183,6 +224,12 @@ macro_rules! field_rules {
             }
             fn transform_batch(rows: ::std::vec::Vec<$crate::Row>) -> ::std::vec::Vec<$crate::Outcome> {
                 rows.into_iter().map($crate::__private::apply_field_rule).collect()
+            }
+            fn transform_values(
+                columns: ::std::vec::Vec<::std::string::String>,
+                rows: ::std::vec::Vec<::std::vec::Vec<$crate::Value>>,
+            ) -> ::std::vec::Vec<::std::result::Result<$crate::Value, $crate::RowError>> {
+                $crate::__private::apply_values(columns, rows)
             }
         }
 

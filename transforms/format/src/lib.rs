@@ -1,7 +1,8 @@
-//! String formatting rules: `title_case` ("ada LOVELACE" → "Ada Lovelace") and
-//! `prefix(TEXT)` (puts TEXT in front). Non-text values pass through unchanged.
+//! String formatting rules: `title_case` ("ada LOVELACE" → "Ada Lovelace"), `upper`,
+//! `prefix(TEXT)` (puts TEXT in front) and `label`, which reads the row's `status` too
+//! ("Apollo" → "Apollo (Active)"). Non-text values pass through unchanged.
 
-use syncbridge_guest::{Field, Value};
+use syncbridge_guest::{Field, Value, get};
 
 fn title_case(value: Value, _row: &[Field], _args: &[String]) -> Result<Value, String> {
     Ok(match value {
@@ -35,7 +36,25 @@ fn prefix(value: Value, _row: &[Field], args: &[String]) -> Result<Value, String
     })
 }
 
+fn upper(value: Value, _row: &[Field], _args: &[String]) -> Result<Value, String> {
+    Ok(match value {
+        Value::Text(text) => Value::Text(text.to_uppercase()),
+        other => other,
+    })
+}
+
+fn label(value: Value, row: &[Field], _args: &[String]) -> Result<Value, String> {
+    match (value, get(row, "status")) {
+        (Value::Text(name), Some(Value::Text(status))) => {
+            Ok(Value::Text(format!("{name} ({status})")))
+        }
+        (value, _) => Ok(value),
+    }
+}
+
 syncbridge_guest::field_rules! {
     "title_case" => title_case,
+    "upper" => upper,
     "prefix" => prefix,
+    "label" => label reads ["status"],
 }
