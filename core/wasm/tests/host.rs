@@ -334,3 +334,58 @@ fn batches_go_in_one_call_and_a_trapping_row_fails_alone() {
     );
     assert_eq!(results[2], Ok(Value::Text("Gemini".into())));
 }
+
+/// A guest written in C (tools/componentize: wit-bindgen's C bindings, clang with wasi-libc,
+/// the WASI preview 1 adapter) runs through the same world as the Rust ones.
+#[test]
+fn a_c_guest_targets_the_same_world() {
+    use syncbridge_api::FieldRule as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tempfile::tempdir().expect("out");
+    let module = out.path().join("initials.wasm");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--release", "--manifest-path"])
+        .arg(root.join("tools/componentize/Cargo.toml"))
+        .args(["--", "--wit"])
+        .arg(root.join("plugins-sdk/wit"))
+        .args(["--world", "transform", "--out"])
+        .arg(&module)
+        .arg(root.join("transforms/c-guest/initials.c"))
+        .output()
+        .expect("cargo runs");
+    if !built.status.success() {
+        let stderr = String::from_utf8_lossy(&built.stderr);
+        assert!(
+            std::env::var("SYNCBRIDGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "building the C guest failed (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32):\n{stderr}"
+        );
+        println!("SKIPPED: the C guest does not build here (clang with wasi-libc is needed)");
+        return;
+    }
+    let cache = tempfile::tempdir().expect("cache");
+    let host = host(cache.path());
+    let rule = WasmRule::new(&host, &module, "initials", "name", &[]).expect("C rule");
+    let columns = vec!["name".to_owned()];
+    let rows = [
+        vec![Value::Text("ada lovelace".into())],
+        vec![Value::Int(3)],
+        vec![Value::Text("grace brewster hopper".into())],
+    ];
+    let views: Vec<RowView<'_>> = rows
+        .iter()
+        .map(|values| RowView {
+            columns: &columns,
+            values,
+        })
+        .collect();
+    let results = rule.apply_batch(rows.iter().map(|r| r[0].clone()).collect(), &views);
+    assert_eq!(results[0], Ok(Value::Text("A.L.".into())));
+    assert!(
+        matches!(&results[1], Err(e) if e.message.contains("initials needs a text value")),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2], Ok(Value::Text("G.B.H.".into())));
+    let error = WasmRule::new(&host, &module, "other", "name", &[]).expect_err("unknown");
+    assert!(error.to_string().contains("it has: initials"), "{error}");
+}
