@@ -172,7 +172,17 @@ fn plugins_check_names_the_world_or_the_reason() {
     let format = format.to_str().expect("utf-8");
     let (code, text) = check(&[format, "--function", "title_case"]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("transform module, sha256"), "{text}");
+    assert!(
+        text.contains("transform module, sha256") && text.contains("self-test passed"),
+        "{text}"
+    );
+    let hostile = guests.join("hostile.wasm");
+    let (code, text) = check(&[hostile.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("its self-test failed: these guests misbehave on purpose"),
+        "{text}"
+    );
     let (code, text) = check(&[format, "--function", "nope"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("no rule `nope`"), "{text}");

@@ -122,3 +122,18 @@ void exports_syncbridge_plugin_transformer_transform_batch(exports_syncbridge_pl
   // Each row was freed by `transform`; only the list itself remains.
   free(rows->ptr);
 }
+
+bool exports_syncbridge_plugin_transformer_self_test(transform_string_t *err) {
+  value_t in = {.tag = SYNCBRIDGE_PLUGIN_TYPES_VALUE_TEXT};
+  in.val.text.ptr = (uint8_t *)"ada lovelace";
+  in.val.text.len = 12;
+  value_t out;
+  syncbridge_plugin_types_row_error_t error;
+  bool ok = initials(&in, &out, &error) && out.val.text.len == 4 && memcmp(out.val.text.ptr, "A.L.", 4) == 0;
+  if (ok) {
+    free(out.val.text.ptr);
+    return true;
+  }
+  transform_string_dup(err, "initials(\"ada lovelace\") is not \"A.L.\"");
+  return false;
+}

@@ -362,6 +362,35 @@ impl WasmHost {
             })
     }
 
+    /// Runs the module's `self-test` export in a fresh instance: `Err` says what it found wrong
+    /// (or why it could not run).
+    pub fn self_test(&self, plugin: &Plugin) -> Result<(), String> {
+        let mut store = self.store(plugin);
+        self.arm(&mut store);
+        let limits = &self.inner.limits;
+        let outcome = match plugin.kind {
+            PluginKind::Transform => {
+                let pre = self.transform_pre(plugin).map_err(|e| e.to_string())?;
+                let bindings = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| describe_trap(&e, limits))?;
+                bindings
+                    .syncbridge_plugin_transformer()
+                    .call_self_test(&mut store)
+            }
+            PluginKind::Shard => {
+                let pre = self.shard_pre(plugin).map_err(|e| e.to_string())?;
+                let bindings = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| describe_trap(&e, limits))?;
+                bindings
+                    .syncbridge_plugin_router()
+                    .call_self_test(&mut store)
+            }
+        };
+        outcome.map_err(|e| describe_trap(&e, limits))?
+    }
+
     /// A fresh store: empty WASI context, memory cap, deadline armed per call.
     pub(crate) fn store(&self, plugin: &Plugin) -> Store<State> {
         let state = State {

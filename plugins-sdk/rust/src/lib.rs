@@ -24,6 +24,9 @@
 //! syncbridge_guest::field_rules! { "shout" => shout }
 //! ```
 //!
+//! A module may check itself: `field_rules! { "shout" => shout; self_test = checks }` with
+//! `fn checks() -> Result<(), String>`; `syncbridge plugins check` runs it.
+//!
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component SyncBridge loads.
 
@@ -188,6 +191,11 @@ pub mod __private {
         function(&row, targets).map_err(|m| row_error(ErrorKind::InvalidInput, m))
     }
 
+    /// The self-test of a module that declares none.
+    pub fn no_self_test() -> Result<(), String> {
+        Ok(())
+    }
+
     fn row_error(kind: ErrorKind, message: String) -> RowError {
         RowError {
             kind,
@@ -207,6 +215,9 @@ pub mod __private {
 #[macro_export]
 macro_rules! field_rules {
     ($($name:literal => $function:ident $(reads [$($column:literal),* $(,)?])?),+ $(,)?) => {
+        $crate::field_rules! { $($name => $function $(reads [$($column),*])?),+ ; self_test = $crate::__private::no_self_test }
+    };
+    ($($name:literal => $function:ident $(reads [$($column:literal),* $(,)?])?),+ ; self_test = $self_test:path $(,)?) => {
         struct __SyncBridgeFieldRules;
 
         const __SYNCBRIDGE_FIELD_RULES: &[$crate::__private::FieldEntry] =
@@ -231,6 +242,9 @@ macro_rules! field_rules {
             ) -> ::std::vec::Vec<::std::result::Result<$crate::Value, $crate::RowError>> {
                 $crate::__private::apply_values(columns, rows)
             }
+            fn self_test() -> ::std::result::Result<(), ::std::string::String> {
+                $self_test()
+            }
         }
 
         $crate::transform_world::export_transform_world!(__SyncBridgeFieldRules with_types_in $crate::transform_world);
@@ -240,7 +254,10 @@ macro_rules! field_rules {
 /// Exports sharding predicates by name: `routers! { "by_status" => by_status, … }`.
 #[macro_export]
 macro_rules! routers {
-    ($($name:literal => $function:path),+ $(,)?) => {
+    ($($name:literal => $function:ident),+ $(,)?) => {
+        $crate::routers! { $($name => $function),+ ; self_test = $crate::__private::no_self_test }
+    };
+    ($($name:literal => $function:ident),+ ; self_test = $self_test:path $(,)?) => {
         struct __SyncBridgeRouters;
 
         const __SYNCBRIDGE_ROUTERS: &[(&str, $crate::RouteFn)] = &[$(($name, $function)),+];
@@ -259,6 +276,9 @@ macro_rules! routers {
             fn route_batch(rows: ::std::vec::Vec<$crate::Row>)
                 -> ::std::vec::Vec<::std::result::Result<::std::option::Option<::std::string::String>, $crate::RowError>> {
                 rows.into_iter().map($crate::__private::route).collect()
+            }
+            fn self_test() -> ::std::result::Result<(), ::std::string::String> {
+                $self_test()
             }
         }
 

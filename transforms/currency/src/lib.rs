@@ -70,6 +70,26 @@ fn round_text(text: &str, places: usize) -> Result<String, String> {
     })
 }
 
+/// Run by `syncbridge plugins check`: the rounding cases that matter.
+fn self_test() -> Result<(), String> {
+    for (input, places, expected) in [
+        ("19.995", 2, "20.00"),
+        ("-0.004", 2, "0.00"),
+        ("-2.5", 0, "-3"),
+        ("999.999", 2, "1000.00"),
+        ("1", 2, "1.00"),
+    ] {
+        let got = round_text(input, places)?;
+        if got != expected {
+            return Err(format!(
+                "round_text({input}, {places}) gave {got}, expected {expected}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 syncbridge_guest::field_rules! {
-    "round_currency" => round_currency,
+    "round_currency" => round_currency;
+    self_test = self_test,
 }

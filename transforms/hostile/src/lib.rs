@@ -7,7 +7,7 @@
 //! - `read_file`: tries to read `/etc/passwd` when the value is "read";
 //! - `connect`: tries to open a TCP connection when the value is "connect".
 //!
-//! Any other value passes through unchanged.
+//! Any other value passes through unchanged; the self-test always fails.
 
 use syncbridge_guest::{Field, Value};
 
@@ -61,10 +61,16 @@ fn connect(value: Value, _row: &[Field], _args: &[String]) -> Result<Value, Stri
     Ok(value)
 }
 
+/// Fails on purpose, so `syncbridge plugins check` can be seen refusing a module.
+fn self_test() -> Result<(), String> {
+    Err("these guests misbehave on purpose".into())
+}
+
 syncbridge_guest::field_rules! {
     "spin" => spin,
     "hog" => hog,
     "panic" => panic,
     "read_file" => read_file,
-    "connect" => connect,
+    "connect" => connect;
+    self_test = self_test,
 }

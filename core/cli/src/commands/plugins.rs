@@ -31,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: &PluginsArgs) -> Result<Exit, CliError> {
                 eprintln!("error: {error}");
             } else {
                 println!(
-                    "{}: {} module, sha256 {}{}",
+                    "{}: {} module, sha256 {}, self-test passed{}",
                     module.path,
                     module.world.as_deref().unwrap_or("?"),
                     module.sha256.as_deref().unwrap_or("?"),
@@ -105,6 +105,13 @@ fn check(host: &WasmHost, path: &Path, function: Option<&str>) -> Module {
         .to_owned(),
     );
     module.sha256 = Some(plugin.hash.clone());
+    if let Err(failure) = host.self_test(&plugin) {
+        module.error = Some(format!(
+            "{}: its self-test failed: {failure}",
+            path.display()
+        ));
+        return module;
+    }
     if let Some(function) = function {
         let accepted = match plugin.kind {
             PluginKind::Transform => WasmRule::new(host, path, function, "value", &[]).map(|_| ()),
