@@ -1,6 +1,6 @@
 //! A sharding predicate in a WASM module, as a [`ShardRouter`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use syncbridge_api::{RouteDecision, RowView, RuleError, ShardRouter};
@@ -10,26 +10,34 @@ use crate::bindings::shard::{Shard, ShardPre};
 use crate::bindings::{Field, RowError};
 use crate::convert::row_to_wit;
 use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap};
+use crate::rule::FileStamp;
 
 struct Live {
     store: Store<State>,
     bindings: Shard,
 }
 
+/// The module a router runs, and when its file was last seen.
+struct Module {
+    plugin: Arc<Plugin>,
+    pre: ShardPre<State>,
+    stamp: Option<FileStamp>,
+    live: Option<Live>,
+}
+
 /// `sharding: wasm:MODULE#FUNCTION`: one call decides a whole batch.
 pub struct WasmRouter {
     host: WasmHost,
-    plugin: Arc<Plugin>,
-    pre: ShardPre<State>,
+    path: PathBuf,
     config: Vec<(String, String)>,
     targets: Vec<String>,
-    live: Mutex<Option<Live>>,
+    module: Mutex<Module>,
 }
 
 impl std::fmt::Debug for WasmRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasmRouter")
-            .field("plugin", &self.plugin)
+            .field("path", &self.path)
             .field("targets", &self.targets)
             .finish()
     }
@@ -54,27 +62,74 @@ impl WasmRouter {
         let pre = host.shard_pre(&plugin)?;
         let router = Self {
             host: host.clone(),
-            plugin,
-            pre,
+            path: path.to_owned(),
             config: vec![("function".to_owned(), function.to_owned())],
             targets: targets.to_vec(),
-            live: Mutex::new(None),
+            module: Mutex::new(Module {
+                plugin: plugin.clone(),
+                pre: pre.clone(),
+                stamp: FileStamp::of(path),
+                live: None,
+            }),
         };
         let live = router
-            .instantiate()
+            .instantiate(&plugin, &pre)
             .map_err(|reason| WasmError::Instantiate {
                 path: path.to_owned(),
                 reason,
             })?;
-        *router.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+        router.module.lock().unwrap_or_else(|p| p.into_inner()).live = Some(live);
         Ok(router)
     }
 
-    fn instantiate(&self) -> Result<Live, String> {
-        let mut store = self.host.store(&self.plugin);
+    /// Between batches: when the file changed, load it (see `WasmRule`).
+    fn refresh(&self, module: &mut Module) {
+        let stamp = FileStamp::of(&self.path);
+        if stamp == module.stamp {
+            return;
+        }
+        module.stamp = stamp;
+        let loaded = self.host.load(&self.path).and_then(|plugin| {
+            if plugin.hash == module.plugin.hash {
+                return Ok(None);
+            }
+            if plugin.kind != PluginKind::Shard {
+                return Err(WasmError::WrongKind {
+                    path: self.path.clone(),
+                    found: plugin.kind,
+                    wanted: PluginKind::Shard,
+                });
+            }
+            let pre = self.host.shard_pre(&plugin)?;
+            let live =
+                self.instantiate(&plugin, &pre)
+                    .map_err(|reason| WasmError::Instantiate {
+                        path: self.path.clone(),
+                        reason,
+                    })?;
+            Ok(Some((plugin, pre, live)))
+        });
+        match loaded {
+            Ok(Some((plugin, pre, live))) => {
+                tracing::info!(module = %self.path.display(), hash = %&plugin.hash[..12], "WASM module changed; the next batch runs the new one");
+                *module = Module {
+                    plugin,
+                    pre,
+                    stamp: module.stamp,
+                    live: Some(live),
+                };
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(module = %self.path.display(), error = %error, "WASM module changed but cannot be used; keeping the one loaded");
+            }
+        }
+    }
+
+    fn instantiate(&self, plugin: &Plugin, pre: &ShardPre<State>) -> Result<Live, String> {
+        let mut store = self.host.store(plugin);
         self.host.arm(&mut store);
-        let bindings = self
-            .pre
+        let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| describe_trap(&e, &self.host.inner.limits))?;
         self.host.arm(&mut store);
@@ -88,13 +143,13 @@ impl WasmRouter {
 
     /// Routes `rows`; when the call traps, halves the batch until the row that traps is
     /// alone, so it alone fails.
-    fn decide(&self, live: &mut Option<Live>, rows: &[Vec<Field>]) -> Vec<RouteDecision> {
+    fn decide(&self, module: &mut Module, rows: &[Vec<Field>]) -> Vec<RouteDecision> {
         if rows.is_empty() {
             return Vec::new();
         }
-        if live.is_none() {
-            match self.instantiate() {
-                Ok(fresh) => *live = Some(fresh),
+        if module.live.is_none() {
+            match self.instantiate(&module.plugin, &module.pre) {
+                Ok(fresh) => module.live = Some(fresh),
                 Err(reason) => {
                     return rows
                         .iter()
@@ -103,7 +158,7 @@ impl WasmRouter {
                 }
             }
         }
-        let Some(current) = live.as_mut() else {
+        let Some(current) = module.live.as_mut() else {
             return Vec::new();
         };
         self.host.arm(&mut current.store);
@@ -126,7 +181,7 @@ impl WasmRouter {
                     .collect()
             }
             Err(error) => {
-                *live = None;
+                module.live = None;
                 if rows.len() == 1 {
                     return vec![RouteDecision::Failed(RuleError::new(describe_trap(
                         &error,
@@ -134,8 +189,8 @@ impl WasmRouter {
                     )))];
                 }
                 let (left, right) = rows.split_at(rows.len() / 2);
-                let mut out = self.decide(live, left);
-                out.extend(self.decide(live, right));
+                let mut out = self.decide(module, left);
+                out.extend(self.decide(module, right));
                 out
             }
         }
@@ -157,7 +212,8 @@ impl WasmRouter {
 impl ShardRouter for WasmRouter {
     fn route(&self, rows: &[RowView<'_>]) -> Vec<RouteDecision> {
         let input: Vec<Vec<Field>> = rows.iter().map(|row| row_to_wit(*row, None)).collect();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        self.decide(&mut live, &input)
+        let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut module);
+        self.decide(&mut module, &input)
     }
 }

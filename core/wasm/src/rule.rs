@@ -6,7 +6,7 @@
 //! dead-letter the row. A call that traps is halved until the row that traps is alone, so only
 //! that row fails.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use syncbridge_api::{FieldRule, RowView, RuleError, Value};
@@ -25,20 +25,27 @@ struct Live {
     reads: Option<Vec<String>>,
 }
 
+/// The module a rule runs, and when its file was last seen.
+struct Module {
+    plugin: Arc<Plugin>,
+    pre: TransformPre<State>,
+    stamp: Option<FileStamp>,
+    live: Option<Live>,
+}
+
 /// `wasm:MODULE#FUNCTION` as a field rule.
 pub struct WasmRule {
     host: WasmHost,
-    plugin: Arc<Plugin>,
-    pre: TransformPre<State>,
+    path: PathBuf,
     config: Vec<(String, String)>,
     field: String,
-    live: Mutex<Option<Live>>,
+    module: Mutex<Module>,
 }
 
 impl std::fmt::Debug for WasmRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasmRule")
-            .field("plugin", &self.plugin)
+            .field("path", &self.path)
             .field("config", &self.config)
             .finish()
     }
@@ -72,29 +79,78 @@ impl WasmRule {
                 .enumerate()
                 .map(|(i, a)| (format!("arg{i}"), a.clone())),
         );
+        let stamp = FileStamp::of(path);
         let rule = Self {
             host: host.clone(),
-            plugin,
-            pre,
+            path: path.to_owned(),
             config,
             field: field.to_owned(),
-            live: Mutex::new(None),
+            module: Mutex::new(Module {
+                plugin: plugin.clone(),
+                pre: pre.clone(),
+                stamp,
+                live: None,
+            }),
         };
         let live = rule
-            .instantiate()
+            .instantiate(&plugin, &pre)
             .map_err(|reason| WasmError::Instantiate {
                 path: path.to_owned(),
                 reason,
             })?;
-        *rule.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+        rule.module.lock().unwrap_or_else(|p| p.into_inner()).live = Some(live);
         Ok(rule)
     }
 
-    fn instantiate(&self) -> Result<Live, String> {
-        let mut store = self.host.store(&self.plugin);
+    /// Between batches: when the file changed, load it; the next batch runs the new module.
+    /// A file that does not load (say, half copied) keeps the old module, with a warning.
+    fn refresh(&self, module: &mut Module) {
+        let stamp = FileStamp::of(&self.path);
+        if stamp == module.stamp {
+            return;
+        }
+        module.stamp = stamp;
+        let loaded = self.host.load(&self.path).and_then(|plugin| {
+            if plugin.hash == module.plugin.hash {
+                return Ok(None);
+            }
+            if plugin.kind != PluginKind::Transform {
+                return Err(WasmError::WrongKind {
+                    path: self.path.clone(),
+                    found: plugin.kind,
+                    wanted: PluginKind::Transform,
+                });
+            }
+            let pre = self.host.transform_pre(&plugin)?;
+            let live =
+                self.instantiate(&plugin, &pre)
+                    .map_err(|reason| WasmError::Instantiate {
+                        path: self.path.clone(),
+                        reason,
+                    })?;
+            Ok(Some((plugin, pre, live)))
+        });
+        match loaded {
+            Ok(Some((plugin, pre, live))) => {
+                tracing::info!(module = %self.path.display(), hash = %&plugin.hash[..12], "WASM module changed; the next batch runs the new one");
+                *module = Module {
+                    plugin,
+                    pre,
+                    stamp: module.stamp,
+                    live: Some(live),
+                };
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(module = %self.path.display(), error = %error, "WASM module changed but cannot be used; keeping the one loaded");
+            }
+        }
+    }
+
+    fn instantiate(&self, plugin: &Plugin, pre: &TransformPre<State>) -> Result<Live, String> {
+        let mut store = self.host.store(plugin);
         self.host.arm(&mut store);
-        let bindings = self
-            .pre
+        let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| describe_trap(&e, &self.host.inner.limits))?;
         self.host.arm(&mut store);
@@ -132,16 +188,16 @@ impl WasmRule {
     /// Calls `transform-values`; on a trap, a fresh instance and halves, down to the row.
     fn call(
         &self,
-        live: &mut Option<Live>,
+        module: &mut Module,
         columns: &[String],
         rows: &[Vec<WitValue>],
     ) -> Vec<Result<Value, RuleError>> {
         if rows.is_empty() {
             return Vec::new();
         }
-        if live.is_none() {
-            match self.instantiate() {
-                Ok(fresh) => *live = Some(fresh),
+        if module.live.is_none() {
+            match self.instantiate(&module.plugin, &module.pre) {
+                Ok(fresh) => module.live = Some(fresh),
                 Err(reason) => {
                     return rows
                         .iter()
@@ -150,7 +206,7 @@ impl WasmRule {
                 }
             }
         }
-        let Some(current) = live.as_mut() else {
+        let Some(current) = module.live.as_mut() else {
             return Vec::new();
         };
         self.host.arm(&mut current.store);
@@ -178,7 +234,7 @@ impl WasmRule {
             }
             Err(error) => {
                 // A trapped instance refuses further calls: drop it, then find the row.
-                *live = None;
+                module.live = None;
                 if rows.len() == 1 {
                     return vec![Err(RuleError::new(describe_trap(
                         &error,
@@ -186,8 +242,8 @@ impl WasmRule {
                     )))];
                 }
                 let (left, right) = rows.split_at(rows.len() / 2);
-                let mut out = self.call(live, columns, left);
-                out.extend(self.call(live, columns, right));
+                let mut out = self.call(module, columns, left);
+                out.extend(self.call(module, columns, right));
                 out
             }
         }
@@ -219,10 +275,11 @@ impl FieldRule for WasmRule {
         values: Vec<Value>,
         rows: &[RowView<'_>],
     ) -> Vec<Result<Value, RuleError>> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.is_none() {
-            match self.instantiate() {
-                Ok(fresh) => *live = Some(fresh),
+        let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut module);
+        if module.live.is_none() {
+            match self.instantiate(&module.plugin, &module.pre) {
+                Ok(fresh) => module.live = Some(fresh),
                 Err(reason) => {
                     return values
                         .iter()
@@ -231,7 +288,7 @@ impl FieldRule for WasmRule {
                 }
             }
         }
-        let reads = live.as_ref().and_then(|l| l.reads.clone());
+        let reads = module.live.as_ref().and_then(|l| l.reads.clone());
         let columns = self.columns(reads.as_deref(), rows.first());
         let input: Vec<Vec<WitValue>> = values
             .iter()
@@ -245,6 +302,23 @@ impl FieldRule for WasmRule {
                 out
             })
             .collect();
-        self.call(&mut live, &columns, &input)
+        self.call(&mut module, &columns, &input)
+    }
+}
+
+/// What tells a changed file without reading it: modification time and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: metadata.modified().ok(),
+            len: metadata.len(),
+        })
     }
 }

@@ -389,3 +389,31 @@ fn a_c_guest_targets_the_same_world() {
     let error = WasmRule::new(&host, &module, "other", "name", &[]).expect_err("unknown");
     assert!(error.to_string().contains("it has: initials"), "{error}");
 }
+
+/// A rule notices its file changed between batches: the next batch runs the new module, and a
+/// file that does not load keeps the module that works.
+#[test]
+fn a_changed_file_takes_over_at_the_next_batch() {
+    let Some(dir) = guests() else { return };
+    let cache = tempfile::tempdir().expect("cache");
+    let work = tempfile::tempdir().expect("work");
+    let module = work.path().join("names.wasm");
+    std::fs::copy(dir.join("format.wasm"), &module).expect("copy");
+    let host = host(cache.path());
+    let rule = WasmRule::new(&host, &module, "title_case", "name", &[]).expect("rule");
+    assert_eq!(
+        apply(&rule, Value::Text("ada lovelace".into())),
+        Ok(Value::Text("Ada Lovelace".into()))
+    );
+    std::fs::copy(dir.join("format_v2.wasm"), &module).expect("swap");
+    assert_eq!(
+        apply(&rule, Value::Text("ada lovelace".into())),
+        Ok(Value::Text("ADA LOVELACE".into()))
+    );
+    std::fs::write(&module, b"half a file").expect("break");
+    assert_eq!(
+        apply(&rule, Value::Text("grace hopper".into())),
+        Ok(Value::Text("GRACE HOPPER".into())),
+        "the working module stays"
+    );
+}
