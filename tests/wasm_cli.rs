@@ -192,3 +192,118 @@ fn plugins_check_names_the_world_or_the_reason() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("not a WebAssembly component"), "{text}");
 }
+
+/// Hostile rows in a real run: a row that makes a rule loop forever, one that makes a rule
+/// panic and one that makes a rule try to read a file each land in the dead-letter queue with
+/// the reason; every other row is written.
+#[tokio::test]
+async fn a_hostile_rule_costs_its_rows_and_the_run_goes_on() {
+    let Some(guests) = wasm_guests() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("people.db");
+    let mut db =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", source.display()))
+            .await
+            .expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, mood TEXT NOT NULL,
+                              note TEXT NOT NULL, probe TEXT NOT NULL);
+         INSERT INTO people VALUES (1, 'ada', 'fine', 'fine', 'fine'), (2, 'bob', 'spin', 'fine', 'fine'),
+                                   (3, 'cy', 'fine', 'fine', 'fine'), (4, 'di', 'fine', 'panic', 'fine'),
+                                   (5, 'ed', 'fine', 'fine', 'read'), (6, 'flo', 'fine', 'fine', 'fine');",
+    )
+    .execute(&mut db)
+    .await
+    .expect("people");
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugin dir");
+    std::fs::copy(guests.join("hostile.wasm"), plugins.join("hostile.wasm")).expect("copy");
+    let config = format!(
+        "version: 1
+applications: [{{ name: app }}]
+databases:
+  - name: people
+    application: app
+    type: sqlite
+    database_name: {db}
+    instances: [{{ label: local, db_name: '{db}' }}]
+sharepoint:
+  - name: emulator
+    tenant_id: {tenant}
+    client_id: {client}
+    client_secret: {secret}
+    authority_host: {authority}
+    graph_base_url: {base}
+    sites:
+      - hostname: {host}
+        path: {path}
+        lists: [{{ name: People }}]
+syncs:
+  - name: people
+    source: {{ database: people, table: people }}
+    key: {{ strategy: PRIMARY_KEY }}
+    cursor: {{ strategy: FULL_SCAN }}
+    targets: [{{ name: People, connection: emulator, list: People }}]
+    mappings:
+      - {{ source: name, target: Title }}
+      - {{ source: mood, target: Mood, transform: 'wasm:hostile.wasm#spin' }}
+      - {{ source: note, target: Note, transform: 'wasm:hostile.wasm#panic' }}
+      - {{ source: probe, target: Probe, transform: 'wasm:hostile.wasm#read_file' }}
+",
+        db = source.display(),
+        tenant = info.tenant_id,
+        client = info.client_id,
+        secret = info.client_secret,
+        authority = info.authority_host,
+        base = info.base_url,
+        host = info.site_hostname,
+        path = info.site_path,
+    );
+    let config_path = dir.path().join("people.yaml");
+    std::fs::write(&config_path, config).expect("config");
+    let store = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let cli = |code: i32, args: &[&str]| {
+        let output = run(syncbridge()
+            .args(["--store", &store])
+            .args(args)
+            .env("SYNCBRIDGE_PLUGIN_DIR", &plugins)
+            .env("SYNCBRIDGE_WASM_CACHE", dir.path().join("cache"))
+            .env("SYNCBRIDGE_WASM_DEADLINE_MS", "200"));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    cli(0, &["migrate"]);
+    cli(0, &["apply", "-f", config_path.to_str().expect("utf-8")]);
+    cli(0, &["provision", "people"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&cli(1, &["run", "people", "--json"])).expect("json");
+    assert_eq!(
+        (report["created"].as_i64(), report["failed"].as_i64()),
+        (Some(3), Some(3)),
+        "{report}"
+    );
+    let dlq = cli(0, &["dlq", "list", "people"]);
+    assert!(dlq.contains("deadline of 200 ms"), "{dlq}");
+    assert!(dlq.contains("trapped"), "{dlq}");
+    assert!(dlq.contains("reading a file failed"), "{dlq}");
+    let data = emulator.data();
+    let people = data
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .find(|l| l.display_name == "People")
+        .expect("list");
+    assert_eq!(people.items.len(), 3);
+}

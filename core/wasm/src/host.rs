@@ -269,10 +269,18 @@ impl WasmHost {
     #[allow(unsafe_code)] // see the SAFETY notes: only our own artifacts are deserialized
     fn compile(&self, path: &Path, bytes: &[u8], hash: &str) -> Result<Component, WasmError> {
         let engine = &self.inner.engine;
-        let artifact = self.inner.cache_dir.join(format!(
-            "{hash}-wasmtime-{}.cwasm",
-            env!("CARGO_PKG_VERSION")
-        ));
+        // Keyed by the module's hash and the engine's (its version and the settings that shape
+        // compiled code), so an upgrade or a settings change never loads a stale artifact.
+        let engine_key = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.finish()
+        };
+        let artifact = self
+            .inner
+            .cache_dir
+            .join(format!("{hash}-engine-{engine_key:016x}.cwasm"));
         if artifact.exists() {
             // SAFETY: the cache directory holds only artifacts this host wrote from
             // `precompile_component`, named by the source's hash; a file from another wasmtime
@@ -365,6 +373,10 @@ impl WasmHost {
     /// Runs the module's `self-test` export in a fresh instance: `Err` says what it found wrong
     /// (or why it could not run).
     pub fn self_test(&self, plugin: &Plugin) -> Result<(), String> {
+        outside_runtime(|| self.self_test_here(plugin))
+    }
+
+    fn self_test_here(&self, plugin: &Plugin) -> Result<(), String> {
         let mut store = self.store(plugin);
         self.arm(&mut store);
         let limits = &self.inner.limits;
@@ -393,8 +405,15 @@ impl WasmHost {
 
     /// A fresh store: empty WASI context, memory cap, deadline armed per call.
     pub(crate) fn store(&self, plugin: &Plugin) -> Store<State> {
+        let mut wasi = WasiCtxBuilder::new();
+        if plugin.kind == PluginKind::Transform {
+            // A transform is a function of its row: it sees a clock stopped at the epoch, so
+            // the same row always gives the same value. Sharding predicates keep the real
+            // clock, for date arithmetic ("ended within a year").
+            wasi.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+        }
         let state = State {
-            wasi: WasiCtxBuilder::new().build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.inner.limits.memory_bytes)
@@ -415,6 +434,40 @@ impl WasmHost {
             // Refilled per call; `set_fuel` only fails when fuel is not enabled, which it is.
             let _ = store.set_fuel(fuel);
         }
+    }
+}
+
+/// Runs `work` where WASI's synchronous host calls may block: WASI drives its I/O through tokio
+/// with `block_on`, which panics on a thread that is running async tasks — so from inside a
+/// runtime the work moves to a scoped thread of its own (one per batch, not per row).
+pub(crate) fn outside_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// A clock that never moves from 1970-01-01T00:00:00Z.
+struct StoppedClock;
+
+impl wasmtime_wasi::HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
     }
 }
 

@@ -9,7 +9,7 @@ use wasmtime::Store;
 use crate::bindings::shard::{Shard, ShardPre};
 use crate::bindings::{Field, RowError};
 use crate::convert::row_to_wit;
-use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap};
+use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap, outside_runtime};
 use crate::rule::FileStamp;
 
 struct Live {
@@ -46,6 +46,15 @@ impl std::fmt::Debug for WasmRouter {
 impl WasmRouter {
     /// Loads the module and runs its `init` with the target names once.
     pub fn new(
+        host: &WasmHost,
+        path: &Path,
+        function: &str,
+        targets: &[String],
+    ) -> Result<Self, WasmError> {
+        outside_runtime(|| Self::new_here(host, path, function, targets))
+    }
+
+    fn new_here(
         host: &WasmHost,
         path: &Path,
         function: &str,
@@ -212,8 +221,10 @@ impl WasmRouter {
 impl ShardRouter for WasmRouter {
     fn route(&self, rows: &[RowView<'_>]) -> Vec<RouteDecision> {
         let input: Vec<Vec<Field>> = rows.iter().map(|row| row_to_wit(*row, None)).collect();
-        let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
-        self.refresh(&mut module);
-        self.decide(&mut module, &input)
+        outside_runtime(|| {
+            let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
+            self.refresh(&mut module);
+            self.decide(&mut module, &input)
+        })
     }
 }

@@ -15,7 +15,7 @@ use wasmtime::Store;
 use crate::bindings::transform::{Transform, TransformPre};
 use crate::bindings::{ErrorKind, RowError, Value as WitValue};
 use crate::convert::{from_wit, to_wit};
-use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap};
+use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap, outside_runtime};
 
 /// One instance, reused across calls until it traps, with what its `init` asked for.
 struct Live {
@@ -55,6 +55,16 @@ impl WasmRule {
     /// Loads the module and runs its `init` once, so a bad module or configuration fails
     /// before any row moves.
     pub fn new(
+        host: &WasmHost,
+        path: &Path,
+        function: &str,
+        field: &str,
+        args: &[String],
+    ) -> Result<Self, WasmError> {
+        outside_runtime(|| Self::new_here(host, path, function, field, args))
+    }
+
+    fn new_here(
         host: &WasmHost,
         path: &Path,
         function: &str,
@@ -271,6 +281,16 @@ impl FieldRule for WasmRule {
     }
 
     fn apply_batch(
+        &self,
+        values: Vec<Value>,
+        rows: &[RowView<'_>],
+    ) -> Vec<Result<Value, RuleError>> {
+        outside_runtime(|| self.apply_batch_here(values, rows))
+    }
+}
+
+impl WasmRule {
+    fn apply_batch_here(
         &self,
         values: Vec<Value>,
         rows: &[RowView<'_>],

@@ -5,7 +5,8 @@
 //! - `hog`: allocates without end when the value is "hog";
 //! - `panic`: panics when the value is "panic";
 //! - `read_file`: tries to read `/etc/passwd` when the value is "read";
-//! - `connect`: tries to open a TCP connection when the value is "connect".
+//! - `connect`: tries to open a TCP connection when the value is "connect";
+//! - `clock`: answers the seconds since 1970 it reads from the clock (always).
 //!
 //! Any other value passes through unchanged; the self-test always fails.
 
@@ -61,6 +62,14 @@ fn connect(value: Value, _row: &[Field], _args: &[String]) -> Result<Value, Stri
     Ok(value)
 }
 
+fn clock(_value: Value, _row: &[Field], _args: &[String]) -> Result<Value, String> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    Ok(Value::Int(seconds as i64))
+}
+
 /// Fails on purpose, so `syncbridge plugins check` can be seen refusing a module.
 fn self_test() -> Result<(), String> {
     Err("these guests misbehave on purpose".into())
@@ -71,6 +80,7 @@ syncbridge_guest::field_rules! {
     "hog" => hog,
     "panic" => panic,
     "read_file" => read_file,
-    "connect" => connect;
+    "connect" => connect,
+    "clock" => clock;
     self_test = self_test,
 }
