@@ -219,7 +219,7 @@ fn mariadb(database: Option<&str>, sql: &str) -> std::io::Result<std::process::O
     if let Some(database) = database {
         command.args(["-D", database]);
     }
-    command.args(["-e", sql]).output()
+    command.args(["-N", "-B", "-e", sql]).output()
 }
 
 impl MariaDatabase {
@@ -252,6 +252,22 @@ impl MariaDatabase {
             "{sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+impl MariaDatabase {
+    /// Runs a query in this database: one line per row, columns separated by tabs.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        let output = mariadb(Some(&self.name), sql).expect("the mariadb client runs");
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
