@@ -15,6 +15,8 @@
 //! values are UTC instants while `DATETIME` stays wall-clock time; zero dates (`0000-00-00`)
 //! become NULL, with a warning naming the column.
 
+mod binlog;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -24,9 +26,9 @@ use mysql_async::prelude::Queryable as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use syncbridge_api::{
-    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind, DataType,
-    Decimal, IndexDescriptor, KeysetPlan, PlanColumn, ReadRequest, Row, RowBatch, Source,
-    TableDescriptor, TableKind, TableRef, Value,
+    BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind,
+    CursorSpec, DataType, Decimal, IndexDescriptor, KeysetPlan, PlanColumn, ReadRequest, Row,
+    RowBatch, Source, TableDescriptor, TableKind, TableRef, Value,
 };
 
 /// Where the database is (the engine fills this from the instance row).
@@ -399,6 +401,19 @@ impl Source for MySqlSource {
     }
 
     async fn read(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
+        match request.cursor {
+            CursorSpec::Lsn { .. } => self.read_binlog(request).await,
+            _ => self.read_keyset(request).await,
+        }
+    }
+}
+
+impl MySqlSource {
+    /// Keyset reads for `FULL_SCAN` and `UPDATED_AT` (and the snapshot phase of `LSN`).
+    pub(crate) async fn read_keyset(
+        &self,
+        request: ReadRequest,
+    ) -> Result<BatchStream, ConnectorError> {
         let catalog = self.columns_of(&request.table).await?;
         let plan = KeysetPlan::new(&request, &catalog, "MySQL", |c| {
             format!("CAST({} AS CHAR)", quote(c))
