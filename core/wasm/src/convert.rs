@@ -85,25 +85,16 @@ pub fn from_wit(value: WitValue) -> Result<Value, String> {
     })
 }
 
-/// A row as the guest sees it, optionally with one column first.
-pub fn row_to_wit(row: RowView<'_>, first: Option<(&str, &Value)>) -> Vec<Field> {
-    let mut fields = Vec::with_capacity(row.columns.len() + 1);
-    if let Some((name, value)) = first {
-        fields.push(Field {
-            name: name.to_owned(),
-            value: to_wit(value),
-        });
-    }
-    for (name, value) in row.columns.iter().zip(row.values) {
-        if first.is_some_and(|(n, _)| n == name) {
-            continue;
-        }
-        fields.push(Field {
+/// A row as the guest sees it.
+pub fn row_to_wit(row: RowView<'_>) -> Vec<Field> {
+    row.columns
+        .iter()
+        .zip(row.values)
+        .map(|(name, value)| Field {
             name: name.clone(),
             value: to_wit(value),
-        });
-    }
-    fields
+        })
+        .collect()
 }
 
 #[cfg(test)]

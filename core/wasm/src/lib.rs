@@ -19,6 +19,7 @@
 mod bindings;
 mod convert;
 mod host;
+mod module;
 mod register;
 mod router;
 mod rule;

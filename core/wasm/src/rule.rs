@@ -7,7 +7,7 @@
 //! that row fails.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use syncbridge_api::{FieldRule, RowView, RuleError, Value};
 use wasmtime::Store;
@@ -16,37 +16,70 @@ use crate::bindings::transform::{Transform, TransformPre};
 use crate::bindings::{ErrorKind, RowError, Value as WitValue};
 use crate::convert::{from_wit, to_wit};
 use crate::host::{Plugin, PluginKind, State, WasmError, WasmHost, describe_trap, outside_runtime};
+use crate::module::{Module, Starter};
 
 /// One instance, reused across calls until it traps, with what its `init` asked for.
-struct Live {
+pub(crate) struct Live {
     store: Store<State>,
     bindings: Transform,
     /// The other columns the function reads; `None` = all of them.
     reads: Option<Vec<String>>,
 }
 
-/// The module a rule runs, and when its file was last seen.
-struct Module {
-    plugin: Arc<Plugin>,
-    pre: TransformPre<State>,
-    stamp: Option<FileStamp>,
-    live: Option<Live>,
+/// Starts instances of a transform module with the rule's configuration.
+pub(crate) struct RuleStarter {
+    host: WasmHost,
+    config: Vec<(String, String)>,
+}
+
+impl Starter for RuleStarter {
+    type Pre = TransformPre<State>;
+    type Live = Live;
+    const KIND: PluginKind = PluginKind::Transform;
+
+    fn prepare(host: &WasmHost, plugin: &Plugin) -> Result<Self::Pre, WasmError> {
+        host.transform_pre(plugin)
+    }
+
+    fn start(&self, plugin: &Plugin, pre: &Self::Pre) -> Result<Live, String> {
+        let limits = &self.host.inner.limits;
+        let mut store = self.host.store(plugin);
+        self.host.arm(&mut store);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| describe_trap(&e, limits))?;
+        self.host.arm(&mut store);
+        let reads = bindings
+            .syncbridge_plugin_transformer()
+            .call_init(&mut store, &self.config)
+            .map_err(|e| describe_trap(&e, limits))?
+            .map_err(|message| format!("the module refused its configuration: {message}"))?;
+        let reads = if reads.iter().any(|r| r == "*") {
+            None
+        } else {
+            Some(reads)
+        };
+        Ok(Live {
+            store,
+            bindings,
+            reads,
+        })
+    }
 }
 
 /// `wasm:MODULE#FUNCTION` as a field rule.
 pub struct WasmRule {
-    host: WasmHost,
+    starter: RuleStarter,
     path: PathBuf,
-    config: Vec<(String, String)>,
     field: String,
-    module: Mutex<Module>,
+    module: Mutex<Module<RuleStarter>>,
 }
 
 impl std::fmt::Debug for WasmRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasmRule")
             .field("path", &self.path)
-            .field("config", &self.config)
+            .field("config", &self.starter.config)
             .finish()
     }
 }
@@ -61,25 +94,6 @@ impl WasmRule {
         field: &str,
         args: &[String],
     ) -> Result<Self, WasmError> {
-        outside_runtime(|| Self::new_here(host, path, function, field, args))
-    }
-
-    fn new_here(
-        host: &WasmHost,
-        path: &Path,
-        function: &str,
-        field: &str,
-        args: &[String],
-    ) -> Result<Self, WasmError> {
-        let plugin = host.load(path)?;
-        if plugin.kind != PluginKind::Transform {
-            return Err(WasmError::WrongKind {
-                path: path.to_owned(),
-                found: plugin.kind,
-                wanted: PluginKind::Transform,
-            });
-        }
-        let pre = host.transform_pre(&plugin)?;
         let mut config = vec![
             ("function".to_owned(), function.to_owned()),
             ("field".to_owned(), field.to_owned()),
@@ -89,95 +103,16 @@ impl WasmRule {
                 .enumerate()
                 .map(|(i, a)| (format!("arg{i}"), a.clone())),
         );
-        let stamp = FileStamp::of(path);
-        let rule = Self {
+        let starter = RuleStarter {
             host: host.clone(),
-            path: path.to_owned(),
             config,
+        };
+        let module = outside_runtime(|| Module::load(host, path, &starter))?;
+        Ok(Self {
+            starter,
+            path: path.to_owned(),
             field: field.to_owned(),
-            module: Mutex::new(Module {
-                plugin: plugin.clone(),
-                pre: pre.clone(),
-                stamp,
-                live: None,
-            }),
-        };
-        let live = rule
-            .instantiate(&plugin, &pre)
-            .map_err(|reason| WasmError::Instantiate {
-                path: path.to_owned(),
-                reason,
-            })?;
-        rule.module.lock().unwrap_or_else(|p| p.into_inner()).live = Some(live);
-        Ok(rule)
-    }
-
-    /// Between batches: when the file changed, load it; the next batch runs the new module.
-    /// A file that does not load (say, half copied) keeps the old module, with a warning.
-    fn refresh(&self, module: &mut Module) {
-        let stamp = FileStamp::of(&self.path);
-        if stamp == module.stamp {
-            return;
-        }
-        module.stamp = stamp;
-        let loaded = self.host.load(&self.path).and_then(|plugin| {
-            if plugin.hash == module.plugin.hash {
-                return Ok(None);
-            }
-            if plugin.kind != PluginKind::Transform {
-                return Err(WasmError::WrongKind {
-                    path: self.path.clone(),
-                    found: plugin.kind,
-                    wanted: PluginKind::Transform,
-                });
-            }
-            let pre = self.host.transform_pre(&plugin)?;
-            let live =
-                self.instantiate(&plugin, &pre)
-                    .map_err(|reason| WasmError::Instantiate {
-                        path: self.path.clone(),
-                        reason,
-                    })?;
-            Ok(Some((plugin, pre, live)))
-        });
-        match loaded {
-            Ok(Some((plugin, pre, live))) => {
-                tracing::info!(module = %self.path.display(), hash = %&plugin.hash[..12], "WASM module changed; the next batch runs the new one");
-                *module = Module {
-                    plugin,
-                    pre,
-                    stamp: module.stamp,
-                    live: Some(live),
-                };
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(module = %self.path.display(), error = %error, "WASM module changed but cannot be used; keeping the one loaded");
-            }
-        }
-    }
-
-    fn instantiate(&self, plugin: &Plugin, pre: &TransformPre<State>) -> Result<Live, String> {
-        let mut store = self.host.store(plugin);
-        self.host.arm(&mut store);
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| describe_trap(&e, &self.host.inner.limits))?;
-        self.host.arm(&mut store);
-        let reads = bindings
-            .syncbridge_plugin_transformer()
-            .call_init(&mut store, &self.config)
-            .map_err(|e| describe_trap(&e, &self.host.inner.limits))?
-            .map_err(|message| format!("the module refused its configuration: {message}"))?;
-        let reads = if reads.iter().any(|r| r == "*") {
-            None
-        } else {
-            Some(reads)
-        };
-        Ok(Live {
-            store,
-            bindings,
-            reads,
+            module: Mutex::new(module),
         })
     }
 
@@ -198,32 +133,27 @@ impl WasmRule {
     /// Calls `transform-values`; on a trap, a fresh instance and halves, down to the row.
     fn call(
         &self,
-        module: &mut Module,
+        module: &mut Module<RuleStarter>,
         columns: &[String],
         rows: &[Vec<WitValue>],
     ) -> Vec<Result<Value, RuleError>> {
         if rows.is_empty() {
             return Vec::new();
         }
-        if module.live.is_none() {
-            match self.instantiate(&module.plugin, &module.pre) {
-                Ok(fresh) => module.live = Some(fresh),
-                Err(reason) => {
-                    return rows
-                        .iter()
-                        .map(|_| Err(RuleError::new(reason.clone())))
-                        .collect();
-                }
+        let live = match module.live(&self.starter) {
+            Ok(live) => live,
+            Err(reason) => {
+                return rows
+                    .iter()
+                    .map(|_| Err(RuleError::new(reason.clone())))
+                    .collect();
             }
-        }
-        let Some(current) = module.live.as_mut() else {
-            return Vec::new();
         };
-        self.host.arm(&mut current.store);
-        let called = current
+        self.starter.host.arm(&mut live.store);
+        let called = live
             .bindings
             .syncbridge_plugin_transformer()
-            .call_transform_values(&mut current.store, columns, rows);
+            .call_transform_values(&mut live.store, columns, rows);
         match called {
             Ok(results) if results.len() == rows.len() => results
                 .into_iter()
@@ -248,7 +178,7 @@ impl WasmRule {
                 if rows.len() == 1 {
                     return vec![Err(RuleError::new(describe_trap(
                         &error,
-                        &self.host.inner.limits,
+                        &self.starter.host.inner.limits,
                     )))];
                 }
                 let (left, right) = rows.split_at(rows.len() / 2);
@@ -257,6 +187,38 @@ impl WasmRule {
                 out
             }
         }
+    }
+
+    fn apply_batch_here(
+        &self,
+        values: Vec<Value>,
+        rows: &[RowView<'_>],
+    ) -> Vec<Result<Value, RuleError>> {
+        let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
+        module.refresh(&self.starter.host, &self.path, &self.starter);
+        let reads = match module.live(&self.starter) {
+            Ok(live) => live.reads.clone(),
+            Err(reason) => {
+                return values
+                    .iter()
+                    .map(|_| Err(RuleError::new(reason.clone())))
+                    .collect();
+            }
+        };
+        let columns = self.columns(reads.as_deref(), rows.first());
+        let input: Vec<Vec<WitValue>> = values
+            .iter()
+            .zip(rows)
+            .map(|(value, row)| {
+                let mut out = Vec::with_capacity(columns.len());
+                out.push(to_wit(value));
+                for column in &columns[1..] {
+                    out.push(row.get(column).map_or(WitValue::Null, to_wit));
+                }
+                out
+            })
+            .collect();
+        self.call(&mut module, &columns, &input)
     }
 }
 
@@ -286,59 +248,5 @@ impl FieldRule for WasmRule {
         rows: &[RowView<'_>],
     ) -> Vec<Result<Value, RuleError>> {
         outside_runtime(|| self.apply_batch_here(values, rows))
-    }
-}
-
-impl WasmRule {
-    fn apply_batch_here(
-        &self,
-        values: Vec<Value>,
-        rows: &[RowView<'_>],
-    ) -> Vec<Result<Value, RuleError>> {
-        let mut module = self.module.lock().unwrap_or_else(|p| p.into_inner());
-        self.refresh(&mut module);
-        if module.live.is_none() {
-            match self.instantiate(&module.plugin, &module.pre) {
-                Ok(fresh) => module.live = Some(fresh),
-                Err(reason) => {
-                    return values
-                        .iter()
-                        .map(|_| Err(RuleError::new(reason.clone())))
-                        .collect();
-                }
-            }
-        }
-        let reads = module.live.as_ref().and_then(|l| l.reads.clone());
-        let columns = self.columns(reads.as_deref(), rows.first());
-        let input: Vec<Vec<WitValue>> = values
-            .iter()
-            .zip(rows)
-            .map(|(value, row)| {
-                let mut out = Vec::with_capacity(columns.len());
-                out.push(to_wit(value));
-                for column in &columns[1..] {
-                    out.push(row.get(column).map_or(WitValue::Null, to_wit));
-                }
-                out
-            })
-            .collect();
-        self.call(&mut module, &columns, &input)
-    }
-}
-
-/// What tells a changed file without reading it: modification time and length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileStamp {
-    modified: Option<std::time::SystemTime>,
-    len: u64,
-}
-
-impl FileStamp {
-    pub(crate) fn of(path: &Path) -> Option<Self> {
-        let metadata = std::fs::metadata(path).ok()?;
-        Some(Self {
-            modified: metadata.modified().ok(),
-            len: metadata.len(),
-        })
     }
 }
