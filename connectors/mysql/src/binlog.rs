@@ -457,6 +457,7 @@ impl MySqlSource {
             columns: columns.into(),
             rows,
             position: None,
+            notes: Vec::new(),
         })
     }
 }

@@ -489,13 +489,15 @@ impl MySqlSource {
                     out.push(Row::new(converted));
                     last = values[width..].iter().map(text).collect();
                 }
+                let mut notes = Vec::new();
                 if zero_dates > 0 {
                     tracing::warn!(table = %table_name, values = zero_dates, "zero dates (0000-00-00) read as NULL");
+                    notes.push(format!("{zero_dates} zero dates (0000-00-00) in `{table_name}` read as NULL"));
                 }
                 let position = plan.position_after(&last).to_position();
                 let full = count == batch_size;
                 after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position };
+                yield RowBatch { columns: shared.clone(), rows: out, position, notes };
                 if !full {
                     break;
                 }

@@ -327,7 +327,7 @@ impl PostgresSource {
                 let position = plan.position_after(&last).to_position();
                 let full = rows.len() == batch_size;
                 after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position };
+                yield RowBatch { columns: shared.clone(), rows: out, position, notes: Vec::new() };
                 if !full {
                     break;
                 }

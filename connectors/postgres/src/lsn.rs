@@ -371,7 +371,7 @@ impl PostgresSource {
                     // Tell the engine where the stream is, so the slot advances past changes to
                     // other tables too.
                     let next = LsnPosition::Stream { slot: slot.clone(), lsn: lsn.clone() };
-                    yield RowBatch { columns: request_columns(&request, &catalog).into(), rows: Vec::new(), position: serde_json::to_string(&next).ok().map(Position) };
+                    yield RowBatch { columns: request_columns(&request, &catalog).into(), rows: Vec::new(), position: serde_json::to_string(&next).ok().map(Position), notes: Vec::new() };
                     break;
                 }
                 // Whole transactions, up to about one batch of changes.
@@ -509,6 +509,7 @@ impl PostgresSource {
             columns: columns.into(),
             rows,
             position: None,
+            notes: Vec::new(),
         })
     }
 

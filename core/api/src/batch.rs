@@ -54,6 +54,9 @@ pub struct RowBatch {
     pub columns: Arc<[String]>,
     pub rows: Vec<Row>,
     pub position: Option<Position>,
+    /// What the source noticed while reading this batch and wants on record (the engine stores
+    /// each as a WARN event of the run), e.g. values it had to read as NULL.
+    pub notes: Vec<String>,
 }
 
 impl RowBatch {

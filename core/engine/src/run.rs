@@ -988,6 +988,7 @@ impl<'a> RunState<'a> {
                 columns: columns.into(),
                 rows,
                 position: None,
+                notes: Vec::new(),
             };
             self.process_batch(&batch, mapper, router, None).await?;
         }
@@ -1267,6 +1268,7 @@ impl<'a> RunState<'a> {
                         continue 'instances;
                     }
                 };
+                self.record_notes(&batch.notes).await?;
                 self.process_batch(&batch, mapper, router, Some(reading))
                     .await?;
                 if let Some(position) = &batch.position {
@@ -1293,6 +1295,25 @@ impl<'a> RunState<'a> {
             self.drain(0, Some(reading)).await?;
             return Ok(true);
         }
+    }
+
+    /// What the source noticed while reading (values read as NULL …), as WARN events of the run.
+    async fn record_notes(&self, notes: &[String]) -> Result<(), EngineError> {
+        let Some(run_id) = self.run_id else {
+            return Ok(());
+        };
+        for note in notes {
+            runtime::add_event(
+                &self.engine.store,
+                run_id,
+                "WARN",
+                "SOURCE_NOTE",
+                note,
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Records finished writes, oldest first, until at most `limit` are under way, committing

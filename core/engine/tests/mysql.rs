@@ -473,3 +473,59 @@ async fn binlog_snapshot_hands_over_to_the_stream_without_losing_writes() {
     assert!(expected.contains(&"renamed late".to_owned()));
     assert!(!expected.contains(&"item 190".to_owned()));
 }
+
+/// A zero date (`0000-00-00`) is read as NULL, and the run records that as a WARN event naming
+/// the table and the count.
+#[tokio::test]
+async fn zero_dates_are_read_as_null_with_an_event() {
+    let Some(db) = MariaDatabase::create("zerodates") else {
+        return;
+    };
+    db.execute(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE events (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, happened DATE);
+         INSERT INTO events VALUES (1, 'real', '2024-05-01'), (2, 'zero', '0000-00-00'), (3, 'none', NULL);",
+    );
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: cal\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Events }}]\nsyncs:\n  - name: events\n    source: {{ database: cal, table: events }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Events }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: happened, target: Happened }}\n",
+        db.name,
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+    );
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
+    engine.provision("events").await.expect("provision");
+    let report = engine
+        .run("events", &RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!((report.created, report.failed), (3, 0), "{report:?}");
+    let run_id = report
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    let events = syncbridge_store::runtime::run_events(&store, run_id)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|(severity, kind, message)| severity == "WARN"
+                && kind == "SOURCE_NOTE"
+                && message.contains("1 zero dates (0000-00-00) in `events` read as NULL")),
+        "{events:?}"
+    );
+}
