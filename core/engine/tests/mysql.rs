@@ -57,15 +57,9 @@ async fn a_mariadb_table_syncs_edits_and_resyncs() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Products }}]\nsyncs:\n  - name: products\n    source: {{ database: shop, table: products }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Products }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: price, target: Price }}\n      - {{ source: active, target: Active }}\n      - {{ source: added, target: Added }}\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: products\n    source: {{ database: shop, table: products }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Products }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: price, target: Price }}\n      - {{ source: active, target: Active }}\n      - {{ source: added, target: Added }}\n",
         db.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Products"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -151,16 +145,10 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: root, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 3306, user: root, priority: 2 }}\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: root, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 3306, user: root, priority: 2 }}\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
         relay.port,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -238,15 +226,9 @@ async fn updated_at_under_concurrent_writers_loses_nothing() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: work\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Tasks }}]\nsyncs:\n  - name: tasks\n    source: {{ database: work, table: tasks }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed, look_back_seconds: 60 }}\n    targets: [{{ name: t, connection: emulator, list: Tasks }}]\n    mappings:\n      - {{ source: name, target: Title }}\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: work\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: tasks\n    source: {{ database: work, table: tasks }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed, look_back_seconds: 60 }}\n    targets: [{{ name: t, connection: emulator, list: Tasks }}]\n    mappings:\n      - {{ source: name, target: Title }}\n",
         db.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Tasks"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -327,15 +309,9 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = || common::engine(&store, &key);
@@ -418,15 +394,9 @@ async fn binlog_snapshot_hands_over_to_the_stream_without_losing_writes() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -494,15 +464,9 @@ async fn zero_dates_are_read_as_null_with_an_event() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: cal\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Events }}]\nsyncs:\n  - name: events\n    source: {{ database: cal, table: events }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Events }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: happened, target: Happened }}\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: cal\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: events\n    source: {{ database: cal, table: events }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Events }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: happened, target: Happened }}\n",
         db.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Events"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);

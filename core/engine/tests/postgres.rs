@@ -42,14 +42,8 @@ fn config(emulator: &RunningEmulator, database: &str) -> String {
         )
     };
     format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: ByPk }}, {{ name: ByColumns }}, {{ name: ByUnique }}, {{ name: ByHash }}]\nsyncs:\n{}{}{}{}",
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n{}{}{}{}",
+        common::sharepoint(&info, &["ByPk", "ByColumns", "ByUnique", "ByHash"]),
         sync(
             "pk",
             "public.projects",
@@ -299,15 +293,9 @@ async fn provisioning_follows_the_table_schema_and_is_idempotent() {
         })
         .collect();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{}]\n",
         pg.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
         mappings.join(", "),
     );
     let (store, key) = common::applied(&text).await;
@@ -395,16 +383,10 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: postgres, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 5432, user: postgres, priority: 2 }}\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: postgres, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 5432, user: postgres, priority: 2 }}\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         pg.name,
         relay.port,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -503,15 +485,9 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN, slot: {slot} }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN, slot: {slot} }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         pg.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
+        common::sharepoint(&info, &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = || common::engine(&store, &key);

@@ -41,3 +41,19 @@ pub fn engine(store: &TestStore, key: &Arc<MasterKey>) -> Engine {
     registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
     Engine::new((**store).clone(), Arc::new(registry), Some(key.clone()))
 }
+
+/// The `sharepoint:` section of a config: one connection to `emulator` with these lists.
+pub fn sharepoint(info: &syncbridge_graph_emulator::ConnectionInfo, lists: &[&str]) -> String {
+    let lists: Vec<String> = lists.iter().map(|l| format!("{{ name: {l} }}")).collect();
+    format!(
+        "sharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{}]\n",
+        info.tenant_id,
+        info.client_id,
+        info.client_secret,
+        info.authority_host,
+        info.base_url,
+        info.site_hostname,
+        info.site_path,
+        lists.join(", ")
+    )
+}
