@@ -67,18 +67,7 @@ databases:
     type: postgres
     database_name: {database}
     instances: [{{ label: main, url: '{url}' }}]
-sharepoint:
-  - name: emulator
-    tenant_id: {tenant}
-    client_id: {client}
-    client_secret: {secret}
-    authority_host: {authority}
-    graph_base_url: {base}
-    sites:
-      - hostname: {host}
-        path: {path}
-        lists: [{{ name: Active }}, {{ name: Closed }}, {{ name: Archived }}]
-syncs:
+{sharepoint}syncs:
   - name: projects
     source: {{ database: pg, table: public.projects }}
     key: {{ strategy: PRIMARY_KEY }}
@@ -97,13 +86,7 @@ syncs:
 ",
         url = pg.url,
         database = pg.name,
-        tenant = info.tenant_id,
-        client = info.client_id,
-        secret = info.client_secret,
-        authority = info.authority_host,
-        base = info.base_url,
-        host = info.site_hostname,
-        path = info.site_path,
+        sharepoint = support::sharepoint_section(&info, &["Active", "Closed", "Archived"]),
     );
     let config_path = dir.path().join("wasm.yaml");
     std::fs::write(&config_path, config).expect("config");
@@ -234,18 +217,7 @@ databases:
     type: sqlite
     database_name: {db}
     instances: [{{ label: local, db_name: '{db}' }}]
-sharepoint:
-  - name: emulator
-    tenant_id: {tenant}
-    client_id: {client}
-    client_secret: {secret}
-    authority_host: {authority}
-    graph_base_url: {base}
-    sites:
-      - hostname: {host}
-        path: {path}
-        lists: [{{ name: People }}]
-syncs:
+{sharepoint}syncs:
   - name: people
     source: {{ database: people, table: people }}
     key: {{ strategy: PRIMARY_KEY }}
@@ -258,13 +230,7 @@ syncs:
       - {{ source: probe, target: Probe, transform: 'wasm:hostile.wasm#read_file' }}
 ",
         db = source.display(),
-        tenant = info.tenant_id,
-        client = info.client_id,
-        secret = info.client_secret,
-        authority = info.authority_host,
-        base = info.base_url,
-        host = info.site_hostname,
-        path = info.site_path,
+        sharepoint = support::sharepoint_section(&info, &["People"]),
     );
     let config_path = dir.path().join("people.yaml");
     std::fs::write(&config_path, config).expect("config");
