@@ -423,34 +423,7 @@ impl MySqlSource {
         for key in keys.keys() {
             match found.remove(key) {
                 Some(row) => rows.push(row),
-                None => {
-                    // Gone: a delete carrying the key values (as text, which the engine's
-                    // identity encoding reads the same way the keyset read gave them).
-                    let mut values = vec![Value::Null; columns.len()];
-                    for (name, value) in key_names.iter().zip(key) {
-                        if let Some(index) = columns.iter().position(|c| c == name) {
-                            values[index] = match (value, read.iter().find(|c| c.name == *name)) {
-                                (Some(text), Some(column)) => column
-                                    .data_type
-                                    .as_ref()
-                                    .ok()
-                                    .and_then(|t| {
-                                        convert(
-                                            &mysql_async::Value::Bytes(text.clone().into_bytes()),
-                                            t,
-                                        )
-                                        .ok()
-                                    })
-                                    .map_or_else(|| Value::Text(text.clone()), |c| c.into_value()),
-                                (Some(text), None) => Value::Text(text.clone()),
-                                (None, _) => Value::Null,
-                            };
-                        }
-                    }
-                    let mut row = Row::new(values);
-                    row.kind = RowKind::Delete;
-                    rows.push(row);
-                }
+                None => rows.push(delete_row(&columns, &read, &key_names, key)),
             }
         }
         Ok(RowBatch {
@@ -460,4 +433,29 @@ impl MySqlSource {
             notes: Vec::new(),
         })
     }
+}
+
+/// A delete for a key whose row is gone, carrying the key values converted as a read would
+/// convert them, so the engine finds the same identity (text when a value does not convert).
+fn delete_row(
+    columns: &[String],
+    read: &[&CatalogColumn],
+    key_names: &[&str],
+    key: &[Option<String>],
+) -> Row {
+    let mut values = vec![Value::Null; columns.len()];
+    for (name, value) in key_names.iter().zip(key) {
+        let (Some(index), Some(text)) = (columns.iter().position(|c| c == name), value) else {
+            continue;
+        };
+        let typed = read
+            .iter()
+            .find(|c| c.name == *name)
+            .and_then(|c| c.data_type.as_ref().ok())
+            .and_then(|t| convert(&mysql_async::Value::Bytes(text.clone().into_bytes()), t).ok());
+        values[index] = typed.map_or_else(|| Value::Text(text.clone()), |c| c.into_value());
+    }
+    let mut row = Row::new(values);
+    row.kind = RowKind::Delete;
+    row
 }
