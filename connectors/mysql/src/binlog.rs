@@ -249,17 +249,11 @@ impl MySqlSource {
                 ConnectorError::internal(format!("unreadable binary log event: {e}"))
             })?;
             match data {
-                Some(EventData::RotateEvent(rotate)) => {
-                    // The name can arrive with the event's checksum bytes after it; file names
-                    // are plain ASCII.
-                    let name: String = rotate
-                        .name()
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                        .collect();
-                    if !name.is_empty() {
-                        current_file = name;
-                    }
+                // The server opens the stream with an artificial rotate (position 0) naming
+                // the file we asked for; it comes before the format description, so its name
+                // still carries the checksum bytes. Only real rotates move to another file.
+                Some(EventData::RotateEvent(rotate)) if event.header().log_pos() != 0 => {
+                    current_file = rotate.name().into_owned();
                 }
                 Some(EventData::RowsEvent(rows)) => {
                     let Some(tme) = stream.get_tme(rows.table_id()) else {

@@ -322,10 +322,12 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
         .expect("snapshot run");
     assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
 
-    // Changes while SyncBridge is not running: inserts, an update, a delete, a key change, a row
-    // inserted and deleted again, and a change to another table.
+    // Changes while SyncBridge is not running, across a switch to a new log file: inserts, an
+    // update, a delete, a key change, a row inserted and deleted again, and a change to another
+    // table.
     db.execute(
         "INSERT INTO items VALUES (6, 'item 6'), (7, 'item 7');
+         FLUSH BINARY LOGS;
          UPDATE items SET name = 'renamed' WHERE id = 1;
          DELETE FROM items WHERE id = 2;
          UPDATE items SET id = 30 WHERE id = 3;
