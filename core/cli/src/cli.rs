@@ -87,7 +87,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// SharePoint connections: discover their sites' lists and columns.
     Sharepoint(SharepointArgs),
-    /// WASM plugins: check a module against the SyncBridge worlds, list the plugin directory.
+    /// Plugins: list the plugin directory (native connectors and WASM modules), check a WASM
+    /// module against the SyncBridge worlds.
     Plugins(PluginsArgs),
     /// Run a local Microsoft Graph emulator (SharePoint lists) for development and tests.
     Emulator(EmulatorArgs),
@@ -163,9 +164,15 @@ pub enum PluginsCommand {
         #[arg(long)]
         function: Option<String>,
     },
-    /// The modules in the plugin directory (`SYNCBRIDGE_PLUGIN_DIR`), each with its world and
-    /// SHA-256, as they load.
-    List,
+    /// What the plugin directory holds, as SyncBridge would load it: native connector
+    /// libraries (`.so`, `.dylib`, `.dll`) with their name, version, ABI version and the
+    /// connectors they provide, and WASM modules with their world and SHA-256. Refused files are
+    /// listed with the reason; the exit code is then 1.
+    List {
+        /// The directory to list (default: `SYNCBRIDGE_PLUGIN_DIR`, else the working directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -173,18 +173,31 @@ pub enum InstanceRole {
     Secondary,
 }
 
-/// A Microsoft Graph app registration in one tenant, and the sites it writes to.
+/// A target connection: a Microsoft Graph app registration in one tenant and the sites it
+/// writes to, or (with `type`) a target connector from a native plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharePointConnection {
     /// Unique name, referenced by `syncs[].targets[].connection`.
     pub name: String,
-    /// The Entra ID tenant (GUID or domain).
+    /// The target connector: `sharepoint` (the default), or the target kind of a native plugin
+    /// loaded from `SYNCBRIDGE_PLUGIN_DIR` (e.g. `jsonl`), which gets `options` as its
+    /// configuration. Sites and lists keep their meaning: where the collections live and which.
+    #[serde(rename = "type", default = "default_target_type")]
+    pub connector: String,
+    /// The Entra ID tenant (GUID or domain). Required for SharePoint.
+    #[serde(default)]
     pub tenant_id: String,
-    /// The app registration's client id.
+    /// The app registration's client id. Required for SharePoint.
+    #[serde(default)]
     pub client_id: String,
     /// The client secret: a literal (stored encrypted) or `${env:NAME}` / `${file:PATH}`.
-    pub client_secret: SecretValue,
+    /// Required for SharePoint; a plugin target gets it as `client_secret` when set.
+    #[serde(default)]
+    pub client_secret: Option<SecretValue>,
+    /// A plugin target's settings, passed to it as its configuration. Not used by SharePoint.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub options: serde_json::Map<String, serde_json::Value>,
     /// Where tokens come from.
     #[serde(default = "default_authority_host")]
     pub authority_host: String,
@@ -198,6 +211,13 @@ pub struct SharePointConnection {
     /// Sites reached through this connection.
     #[serde(default)]
     pub sites: Vec<SharePointSite>,
+}
+
+/// The built-in target connector.
+pub const SHAREPOINT: &str = "sharepoint";
+
+pub fn default_target_type() -> String {
+    SHAREPOINT.to_owned()
 }
 
 pub fn default_authority_host() -> String {

@@ -16,6 +16,8 @@ use crate::secret_ref::SecretRef;
 pub struct Known {
     /// Source connector kinds (`postgres`, `sqlite` …). Empty disables the check.
     pub source_kinds: Vec<String>,
+    /// Target connector kinds (`sharepoint`, a plugin's `jsonl` …). Empty disables the check.
+    pub target_kinds: Vec<String>,
     /// Transform rule names (`trim`, `round` …); `wasm:` rules are checked when they load.
     /// Empty disables the check.
     pub rule_names: Vec<String>,
@@ -80,7 +82,10 @@ pub fn validate(config: &Config, known: &Known) -> Vec<Problem> {
                     format!("{path}.type"),
                     format!("unknown database type `{}`", database.db_type),
                 )
-                .fix(format!("use one of: {}", known.source_kinds.join(", "))),
+                .fix(format!(
+                    "use one of: {} (plugin sources load from SYNCBRIDGE_PLUGIN_DIR; see `syncbridge plugins list`)",
+                    known.source_kinds.join(", ")
+                )),
             );
         }
         if database.instances.is_empty() {
@@ -127,11 +132,59 @@ pub fn validate(config: &Config, known: &Known) -> Vec<Problem> {
     );
     for (i, connection) in config.sharepoint.iter().enumerate() {
         let path = format!("sharepoint[{i}]");
-        check_secret(
-            connection.client_secret.expose(),
-            &format!("{path}.client_secret"),
-            &mut problems,
-        );
+        let is_sharepoint = connection.connector == crate::model::SHAREPOINT;
+        match &connection.client_secret {
+            Some(secret) => check_secret(
+                secret.expose(),
+                &format!("{path}.client_secret"),
+                &mut problems,
+            ),
+            None if is_sharepoint => problems.push(
+                Problem::new(
+                    format!("{path}.client_secret"),
+                    "a SharePoint connection needs the app's client secret",
+                )
+                .fix("write the secret, or `${env:NAME}` / `${file:PATH}`"),
+            ),
+            None => {}
+        }
+        if !known.target_kinds.is_empty() && !known.target_kinds.contains(&connection.connector) {
+            problems.push(
+                Problem::new(
+                    format!("{path}.type"),
+                    format!("unknown target type `{}`", connection.connector),
+                )
+                .fix(format!(
+                    "use one of: {} (plugin targets load from SYNCBRIDGE_PLUGIN_DIR; see `syncbridge plugins list`)",
+                    known.target_kinds.join(", ")
+                )),
+            );
+        }
+        if is_sharepoint {
+            for (field, value) in [
+                ("tenant_id", &connection.tenant_id),
+                ("client_id", &connection.client_id),
+            ] {
+                if value.trim().is_empty() {
+                    problems.push(
+                        Problem::new(
+                            format!("{path}.{field}"),
+                            format!("a SharePoint connection needs `{field}`"),
+                        )
+                        .fix("copy it from the app registration in Entra ID"),
+                    );
+                }
+            }
+            if !connection.options.is_empty() {
+                problems.push(
+                    Problem::new(
+                        format!("{path}.options"),
+                        "`options` configure plugin targets; SharePoint does not read them",
+                    )
+                    .fix("remove `options`, or set `type` to the plugin's target kind"),
+                );
+            }
+        }
         for field in [
             ("authority_host", &connection.authority_host),
             ("graph_base_url", &connection.graph_base_url),

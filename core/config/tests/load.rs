@@ -18,6 +18,7 @@ fn known() -> Known {
             "mysql".into(),
             "sqlserver".into(),
         ],
+        target_kinds: vec!["sharepoint".into()],
         rule_names: vec![
             "trim".into(),
             "upper".into(),
@@ -219,4 +220,46 @@ fn secrets_never_show_in_debug_output() {
         debug.contains("${env:GRAPH_CLIENT_SECRET}"),
         "references stay visible"
     );
+}
+
+#[test]
+fn target_connections_are_checked_by_their_type() {
+    // SharePoint needs its app registration.
+    let error = problems_of(&mutate(
+        "    client_secret: ${env:GRAPH_CLIENT_SECRET}\n",
+        "",
+    ));
+    assert_eq!(
+        error.problems[0].path, "sharepoint[0].client_secret",
+        "{error}"
+    );
+    let error = problems_of(&mutate("    tenant_id: t\n", ""));
+    assert_eq!(error.problems[0].path, "sharepoint[0].tenant_id", "{error}");
+    // A target type nothing provides is named, with where plugin kinds come from.
+    let error = problems_of(&mutate(
+        "  - name: contoso\n",
+        "  - name: contoso\n    type: jsonl\n",
+    ));
+    let text = error.to_string();
+    assert_eq!(error.problems[0].path, "sharepoint[0].type", "{text}");
+    assert!(
+        text.contains("unknown target type `jsonl`") && text.contains("SYNCBRIDGE_PLUGIN_DIR"),
+        "{text}"
+    );
+    // A plugin target needs no app registration, and keeps its options.
+    let text = mutate(
+        "    tenant_id: t\n    client_id: c\n    client_secret: ${env:GRAPH_CLIENT_SECRET}\n",
+        "    type: jsonl\n    options: { directory: /var/lib/exports }\n",
+    );
+    let known = Known {
+        target_kinds: vec!["sharepoint".into(), "jsonl".into()],
+        ..known()
+    };
+    let config = load_str(&text, Path::new("ok.yaml"), &known).expect("loads");
+    assert_eq!(config.sharepoint[0].connector, "jsonl");
+    assert_eq!(
+        config.sharepoint[0].options["directory"],
+        "/var/lib/exports"
+    );
+    assert!(config.sharepoint[0].client_secret.is_none());
 }

@@ -3,7 +3,8 @@
 //! The JSON shapes here are the contract between the engine and the built-in connectors:
 //! sources get `{host, port, database, user, password, path, options}` (SQLite reads `path`),
 //! the SharePoint target gets `{graph_base_url, authority_host, tenant_id, client_id,
-//! client_secret, scopes, site_hostname, site_path}`. Secrets are decrypted (or their `${env:…}` /
+//! client_secret, scopes, site_hostname, site_path}`, a plugin target its connection's `options`
+//! plus `{connection, site_hostname, site_path, client_secret?}`. Secrets are decrypted (or their `${env:…}` /
 //! `${file:…}` reference resolved) only here, and live only in the connector's config.
 
 use secrecy::ExposeSecret as _;
@@ -85,6 +86,8 @@ pub fn target_config(
     sharepoint_config(
         &SharePointSite {
             connection_name: &row.connection_name,
+            connector: &row.connector,
+            options: row.options.as_ref().map(|o| &o.0),
             tenant_id: &row.tenant_id,
             client_id: &row.client_id,
             client_secret: row.client_secret.as_deref(),
@@ -104,6 +107,8 @@ pub fn site_config(row: &SiteRow, key: KeySource<'_>) -> Result<serde_json::Valu
     sharepoint_config(
         &SharePointSite {
             connection_name: &row.connection_name,
+            connector: &row.connector,
+            options: row.options.as_ref().map(|o| &o.0),
             tenant_id: &row.tenant_id,
             client_id: &row.client_id,
             client_secret: row.client_secret.as_deref(),
@@ -121,6 +126,8 @@ pub fn site_config(row: &SiteRow, key: KeySource<'_>) -> Result<serde_json::Valu
 /// What a SharePoint target's configuration is made of, wherever the row came from.
 struct SharePointSite<'a> {
     connection_name: &'a str,
+    connector: &'a str,
+    options: Option<&'a serde_json::Value>,
     tenant_id: &'a str,
     client_id: &'a str,
     client_secret: Option<&'a str>,
@@ -136,6 +143,9 @@ fn sharepoint_config(
     site: &SharePointSite<'_>,
     key: KeySource<'_>,
 ) -> Result<serde_json::Value, ConnectorError> {
+    if site.connector != "sharepoint" {
+        return plugin_target_config(site, key);
+    }
     let secret = resolve_secret(
         key,
         site.client_secret,
@@ -159,4 +169,29 @@ fn sharepoint_config(
         "site_hostname": site.hostname,
         "site_path": site.site_path,
     }))
+}
+
+/// A plugin target's configuration: its `options`, plus the connection's name, the site and the
+/// client secret when one is set (resolved here, like every secret).
+fn plugin_target_config(
+    site: &SharePointSite<'_>,
+    key: KeySource<'_>,
+) -> Result<serde_json::Value, ConnectorError> {
+    let mut config = match site.options {
+        Some(serde_json::Value::Object(options)) => options.clone(),
+        _ => serde_json::Map::new(),
+    };
+    config.insert("connection".into(), site.connection_name.into());
+    config.insert("site_hostname".into(), site.hostname.into());
+    config.insert("site_path".into(), site.site_path.into());
+    let secret = resolve_secret(
+        key,
+        site.client_secret,
+        site.client_secret_ref,
+        "sharepoint_connections.client_secret",
+    )?;
+    if let Some(secret) = secret {
+        config.insert("client_secret".into(), secret.into());
+    }
+    Ok(serde_json::Value::Object(config))
 }

@@ -29,19 +29,19 @@ impl Engine {
                 name: connection.to_owned(),
             });
         }
-        let factory = self
-            .registry()
-            .target("sharepoint")
-            .map_err(|e| EngineError::Config {
-                sync: connection.to_owned(),
-                message: e.to_string(),
-            })?;
         let failed = |error| EngineError::Connector {
             sync: connection.to_owned(),
             error,
         };
         let mut out = Vec::new();
         for site in &sites {
+            let factory =
+                self.registry()
+                    .target(&site.connector)
+                    .map_err(|e| EngineError::Config {
+                        sync: connection.to_owned(),
+                        message: e.to_string(),
+                    })?;
             let key = || self.master_key();
             let target = factory(site_config(site, &key).map_err(failed)?)
                 .await

@@ -388,16 +388,16 @@ impl Engine {
         def: &RunDefinition,
         require_lists: bool,
     ) -> Result<Vec<BoundTarget>, EngineError> {
-        let factory = self
-            .registry
-            .target("sharepoint")
-            .map_err(|e| EngineError::config(def, e.to_string()))?;
         let mut by_site: HashMap<Id, Arc<dyn ErasedTarget>> = HashMap::new();
         let mut bound = Vec::new();
         for row in &def.targets {
             let target = match by_site.get(&row.site_row_id) {
                 Some(target) => target.clone(),
                 None => {
+                    let factory = self
+                        .registry
+                        .target(&row.connector)
+                        .map_err(|e| EngineError::config(def, unknown_target(e)))?;
                     let key = || self.key();
                     let config =
                         target_config(row, &key).map_err(|error| EngineError::Connector {
@@ -2071,4 +2071,11 @@ fn cursor_spec(def: &RunDefinition) -> CursorSpec {
         },
         _ => CursorSpec::FullScan,
     }
+}
+
+/// An unknown target kind, with where plugin kinds come from.
+fn unknown_target(error: syncbridge_api::UnknownName) -> String {
+    format!(
+        "{error}; plugin target kinds come from the native plugins in SYNCBRIDGE_PLUGIN_DIR (see `syncbridge plugins list`)"
+    )
 }

@@ -21,13 +21,15 @@ use std::sync::{Arc, Mutex};
 
 use syncbridge_api::{ConnectorError, ErasedSource, ErasedTarget, Registry};
 use syncbridge_plugin::abi::{
-    ABI_VERSION, Buffer, DECLARATION_SYMBOL, Declaration, HostV1, LOG_DEBUG, LOG_ERROR, LOG_INFO,
-    LOG_WARN, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Str, VTableV1,
+    Buffer, DECLARATION_SYMBOL, Declaration, HostV1, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN,
+    STATUS_ERROR, STATUS_OK, STATUS_PANIC, Str, VTableV1,
 };
 use syncbridge_plugin::wire::{Manifest, WireError};
 
 pub use instance::Instance;
 pub use source::NativeSource;
+/// The plugin ABI version this SyncBridge speaks.
+pub use syncbridge_plugin::abi::ABI_VERSION;
 pub use target::NativeTarget;
 
 /// A loaded plugin library.
@@ -135,7 +137,7 @@ fn load_uncached(path: &Path) -> Result<Arc<NativePlugin>, String> {
         Answer::Error(error) => return Err(format!("refused to load: {}", error.message)),
         Answer::Panic(message) => return Err(format!("panicked while loading: {message}")),
     };
-    tracing::info!(
+    tracing::debug!(
         plugin = %manifest.name,
         version = %manifest.version,
         path = %path.display(),

@@ -124,6 +124,10 @@ pub struct TargetRow {
     pub site_path: String,
     pub connection_id: crate::Id,
     pub connection_name: String,
+    /// The target connector (`sharepoint`, or a plugin's target kind).
+    pub connector: String,
+    /// A plugin target's settings.
+    pub options: Option<sqlx::types::Json<serde_json::Value>>,
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: Option<String>,
@@ -231,7 +235,7 @@ pub async fn load_run_definition(
         "SELECT st.id AS sync_target_id, st.name, st.is_default, st.priority,
                 l.id AS list_row_id, l.list_id, l.display_name AS list_name, l.description AS list_description,
                 s.id AS site_row_id, s.hostname, s.site_path,
-                c.id AS connection_id, c.name AS connection_name, c.tenant_id, c.client_id, c.client_secret,
+                c.id AS connection_id, c.name AS connection_name, c.connector, c.options, c.tenant_id, c.client_id, c.client_secret,
                 c.client_secret_ref, c.authority_host, c.graph_base_url, c.scopes
          FROM sync_targets st
          JOIN sharepoint_lists l ON l.id = st.target_list_id

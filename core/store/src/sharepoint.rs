@@ -13,6 +13,10 @@ pub struct SiteRow {
     pub site_path: String,
     pub connection_id: Id,
     pub connection_name: String,
+    /// The target connector (`sharepoint`, or a plugin's target kind).
+    pub connector: String,
+    /// A plugin target's settings.
+    pub options: Option<sqlx::types::Json<serde_json::Value>>,
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: Option<String>,
@@ -36,7 +40,7 @@ impl std::fmt::Debug for SiteRow {
 pub async fn connection_sites(store: &Store, connection: &str) -> Result<Vec<SiteRow>, StoreError> {
     with_pool!(store, pool => sqlx::query_as::<_, SiteRow>(
         "SELECT s.id AS site_row_id, s.hostname, s.site_path, c.id AS connection_id,
-                c.name AS connection_name, c.tenant_id, c.client_id, c.client_secret,
+                c.name AS connection_name, c.connector, c.options, c.tenant_id, c.client_id, c.client_secret,
                 c.client_secret_ref, c.authority_host, c.graph_base_url, c.scopes
          FROM sharepoint_sites s JOIN sharepoint_connections c ON c.id = s.connection_id
          WHERE c.name = $1 AND s.status = 'ACTIVE'

@@ -52,6 +52,7 @@ pub fn known_names() -> syncbridge_config::Known {
     let registry = crate::registry::builtin();
     syncbridge_config::Known {
         source_kinds: registry.source_kinds(),
+        target_kinds: registry.target_kinds(),
         rule_names: registry.rule_names(),
     }
 }

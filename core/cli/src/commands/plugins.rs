@@ -1,4 +1,5 @@
-//! `syncbridge plugins check|list`: WASM modules, as the engine would load them.
+//! `syncbridge plugins check|list`: native connector libraries and WASM modules, as SyncBridge
+//! would load them.
 
 use std::path::Path;
 
@@ -43,44 +44,141 @@ pub fn run(global: &GlobalArgs, args: &PluginsArgs) -> Result<Exit, CliError> {
             }
             Ok(if ok { Exit::Ok } else { Exit::BadInput })
         }
-        PluginsCommand::List => {
-            let dir = &settings.plugin_dir;
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                CliError::bad_input(format!(
-                    "cannot read the plugin directory {} ({e}); set SYNCBRIDGE_PLUGIN_DIR",
-                    dir.display()
-                ))
-            })?;
-            let mut paths: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect();
-            paths.sort();
-            let modules: Vec<Module> = paths.iter().map(|p| check(&host, p, None)).collect();
-            if global.json {
-                print_json(&modules)?;
-            } else if modules.is_empty() {
-                println!("no .wasm modules in {}", dir.display());
-            } else {
-                for module in &modules {
-                    match &module.error {
-                        None => println!(
-                            "{:<40} {:<10} {}",
-                            module.path,
-                            module.world.as_deref().unwrap_or("?"),
-                            module.sha256.as_deref().unwrap_or("?")
-                        ),
-                        Some(error) => println!("{:<40} refused: {error}", module.path),
-                    }
-                }
-            }
-            Ok(if modules.iter().all(|m| m.error.is_none()) {
-                Exit::Ok
-            } else {
-                Exit::Failures
-            })
+        PluginsCommand::List { dir } => {
+            let dir = dir.clone().unwrap_or_else(|| settings.plugin_dir.clone());
+            list(global, &host, &dir)
         }
     }
+}
+
+/// A native plugin library, as `plugins list` reports it.
+#[derive(Debug, Serialize)]
+struct Library {
+    path: String,
+    name: Option<String>,
+    version: Option<String>,
+    abi_version: Option<u32>,
+    sources: Vec<String>,
+    targets: Vec<String>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Listing {
+    directory: String,
+    native: Vec<Library>,
+    wasm: Vec<Module>,
+}
+
+fn list(global: &GlobalArgs, host: &WasmHost, dir: &Path) -> Result<Exit, CliError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        CliError::bad_input(format!(
+            "cannot read the plugin directory {} ({e}); set SYNCBRIDGE_PLUGIN_DIR or pass --dir",
+            dir.display()
+        ))
+    })?;
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let native: Vec<Library> = paths
+        .iter()
+        .filter(|p| syncbridge_native::is_library_name(p))
+        .map(|p| match syncbridge_native::load(p) {
+            Ok(plugin) => Library {
+                path: p.display().to_string(),
+                name: Some(plugin.manifest.name.clone()),
+                version: Some(plugin.manifest.version.clone()),
+                abi_version: Some(syncbridge_native::ABI_VERSION),
+                sources: plugin.manifest.sources.clone(),
+                targets: plugin.manifest.targets.clone(),
+                error: None,
+            },
+            Err(refusal) => Library {
+                path: p.display().to_string(),
+                name: None,
+                version: None,
+                abi_version: None,
+                sources: Vec::new(),
+                targets: Vec::new(),
+                error: Some(refusal.reason),
+            },
+        })
+        .collect();
+    let wasm: Vec<Module> = paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .map(|p| check(host, p, None))
+        .collect();
+    let all_loaded =
+        native.iter().all(|l| l.error.is_none()) && wasm.iter().all(|m| m.error.is_none());
+    if global.json {
+        print_json(&Listing {
+            directory: dir.display().to_string(),
+            native,
+            wasm,
+        })?;
+    } else if native.is_empty() && wasm.is_empty() {
+        println!(
+            "no plugins in {} (native: .so/.dylib/.dll, WASM: .wasm)",
+            dir.display()
+        );
+    } else {
+        if !native.is_empty() {
+            println!(
+                "native connector plugins (ABI version {}):",
+                syncbridge_native::ABI_VERSION
+            );
+            for library in &native {
+                let file = file_name(&library.path);
+                match &library.error {
+                    None => {
+                        let provides: Vec<String> = library
+                            .sources
+                            .iter()
+                            .map(|k| format!("source `{k}`"))
+                            .chain(library.targets.iter().map(|k| format!("target `{k}`")))
+                            .collect();
+                        println!(
+                            "  {} {} (ABI {}) provides {}  [{file}]",
+                            library.name.as_deref().unwrap_or("?"),
+                            library.version.as_deref().unwrap_or("?"),
+                            library.abi_version.unwrap_or_default(),
+                            if provides.is_empty() {
+                                "nothing".to_owned()
+                            } else {
+                                provides.join(", ")
+                            }
+                        );
+                    }
+                    Some(error) => println!("  {file}: refused: {error}"),
+                }
+            }
+        }
+        if !wasm.is_empty() {
+            println!("WASM modules:");
+            for module in &wasm {
+                let file = file_name(&module.path);
+                match &module.error {
+                    None => println!(
+                        "  {file} {} sha256 {}",
+                        module.world.as_deref().unwrap_or("?"),
+                        module.sha256.as_deref().unwrap_or("?")
+                    ),
+                    Some(error) => println!("  {file}: refused: {error}"),
+                }
+            }
+        }
+    }
+    Ok(if all_loaded { Exit::Ok } else { Exit::Failures })
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_owned())
 }
 
 fn check(host: &WasmHost, path: &Path, function: Option<&str>) -> Module {

@@ -246,7 +246,10 @@ pub async fn apply(
 
 fn has_literal_secret(config: &Config) -> bool {
     let literal = |s: &SecretValue| SecretRef::parse(s.expose()).is_none();
-    config.sharepoint.iter().any(|c| literal(&c.client_secret))
+    config
+        .sharepoint
+        .iter()
+        .any(|c| c.client_secret.as_ref().is_some_and(literal))
         || config
             .databases
             .iter()
@@ -393,6 +396,14 @@ impl Applier<'_> {
         for connection in &config.sharepoint {
             let row = Desired::new("sharepoint_connections", &connection.name)
                 .key("name", Sql::text(&connection.name))
+                .field("connector", Sql::text(&connection.connector))
+                .field(
+                    "options",
+                    Sql::Json(
+                        (!connection.options.is_empty())
+                            .then(|| serde_json::Value::Object(connection.options.clone())),
+                    ),
+                )
                 .field("tenant_id", Sql::text(&connection.tenant_id))
                 .field("client_id", Sql::text(&connection.client_id))
                 .field("authority_host", Sql::text(&connection.authority_host))
@@ -405,7 +416,7 @@ impl Applier<'_> {
                 .secret(
                     "client_secret",
                     "client_secret_ref",
-                    Some(connection.client_secret.clone()),
+                    connection.client_secret.clone(),
                 )
                 .timestamps(Timestamps::CreatedUpdated);
             let connection_id = self.reconcile(row).await?;
