@@ -17,10 +17,20 @@ const JSONL: &str = "syncbridge-example-jsonl-target";
 const WRONG_ABI: &str = "syncbridge-fixture-wrong-abi";
 const NO_DECLARATION: &str = "syncbridge-fixture-no-declaration";
 const PANICS: &str = "syncbridge-fixture-panics-on-load";
+const PANICS_IN_CALL: &str = "syncbridge-fixture-panics-in-call";
 
 fn libraries() -> &'static HashMap<String, PathBuf> {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
-    BUILT.get_or_init(|| build_plugins(&[CSV, JSONL, WRONG_ABI, NO_DECLARATION, PANICS]))
+    BUILT.get_or_init(|| {
+        build_plugins(&[
+            CSV,
+            JSONL,
+            WRONG_ABI,
+            NO_DECLARATION,
+            PANICS,
+            PANICS_IN_CALL,
+        ])
+    })
 }
 
 fn library(name: &str) -> &'static Path {
@@ -313,4 +323,56 @@ async fn the_jsonl_plugin_writes_through_the_abi() {
     let file = std::fs::read_to_string(out.path().join("Projects.jsonl")).expect("the file");
     assert_eq!(file.lines().count(), 1);
     assert!(file.contains("\"Title\":\"Uno\""), "{file}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_call_fails_that_call_and_the_plugin_stays_usable() {
+    let mut registry = Registry::new();
+    let plugin = syncbridge_native::load(library(PANICS_IN_CALL)).expect("loads");
+    syncbridge_native::register(&mut registry, &[plugin]);
+    let source = registry.source("panicky").expect("registered")(serde_json::json!({}))
+        .await
+        .expect("opens");
+    for _ in 0..2 {
+        let error = source.healthcheck().await.expect_err("panics");
+        assert_eq!(error.domain(), ErrorDomain::Internal);
+        assert!(
+            error
+                .message()
+                .contains("panicked in `healthcheck`: healthcheck exploded"),
+            "{error}"
+        );
+        assert!(
+            error
+                .hint()
+                .is_some_and(|h| h.contains("bug in the plugin"))
+        );
+    }
+    let request = ReadRequest {
+        table: TableRef::new(None, "t"),
+        columns: Vec::new(),
+        key: vec!["id".into()],
+        cursor: CursorSpec::FullScan,
+        from: None,
+        batch_size: 10,
+    };
+    let items: Vec<_> = source.read(request).await.expect("starts").collect().await;
+    assert_eq!(
+        items.len(),
+        2,
+        "one batch, then the panic as an error, then the end"
+    );
+    assert_eq!(items[0].as_ref().expect("a batch").rows.len(), 1);
+    let error = items[1].as_ref().expect_err("the panic");
+    assert!(
+        error.message().contains("the second batch exploded"),
+        "{error}"
+    );
+    assert!(
+        source
+            .introspect(None)
+            .await
+            .expect("still answers")
+            .is_empty()
+    );
 }
