@@ -9,6 +9,7 @@ pub fn builtin() -> Registry {
     registry.register_source::<syncbridge_postgres::PostgresSource>();
     registry.register_source::<syncbridge_sqlite::SqliteSource>();
     registry.register_source::<syncbridge_mysql::MySqlSource>();
+    registry.register_source::<syncbridge_sqlserver::SqlServerSource>();
     registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
     syncbridge_engine::rules::register_builtin_rules(&mut registry);
     syncbridge_wasm::register(&mut registry, syncbridge_wasm::WasmSettings::from_env());
