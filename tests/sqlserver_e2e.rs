@@ -157,4 +157,38 @@ databases:
         reconcile.contains("MATCH") && !reconcile.contains("MISMATCH"),
         "{reconcile}"
     );
+
+    // A delete whose change-tracking history is cleaned up before the next run: the run stops
+    // (exit 2) rather than miss it, and `run --full` finds it by comparison.
+    server.with_database(|db| {
+        db.delete("dbo", "projects", &[SqlValue::Int(5)])
+            .expect("delete");
+        db.purge_change_tracking("dbo", "projects").expect("purge");
+    });
+    let mut command = syncbridge();
+    command.args(["--store", &store, "run", "projects"]);
+    let output = run(&mut command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cleaned up") && stderr.contains("--full"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&cli(&["run", "projects", "--full", "--json"])).expect("json");
+    assert_eq!(report["deleted"].as_i64(), Some(1), "{report}");
+    assert!(!titles_of(&emulator).contains(&"Project 5".to_owned()));
+    assert_eq!(titles_of(&emulator).len(), 24);
+    // And change tracking carries on from the new snapshot.
+    server.with_database(|db| {
+        db.insert("dbo", "projects", &project(27, "Project 27"))
+            .expect("insert");
+    });
+    let report: serde_json::Value =
+        serde_json::from_str(&cli(&["run", "projects", "--json"])).expect("json");
+    assert_eq!(report["created"].as_i64(), Some(1), "{report}");
+}
+
+fn titles_of(emulator: &RunningEmulator) -> Vec<String> {
+    titles(emulator, "Projects")
 }
