@@ -108,6 +108,35 @@ fn map_type(
     }
 }
 
+/// Type names by `user_type_id`; an alias type (`CREATE TYPE flag FROM bit`) maps to its base
+/// type through `system_type_id`.
+async fn type_names(
+    client: &mut Connection,
+    address: &str,
+) -> Result<HashMap<i64, String>, ConnectorError> {
+    let sql = "SELECT [user_type_id], [system_type_id], [name] FROM [sys].[types]";
+    let all: Vec<(i64, i64, String)> = rows(client, address, sql, Vec::new())
+        .await?
+        .iter()
+        .filter_map(|r| Some((int(r, 0)?, int(r, 1)?, text(r, 2)?)))
+        .collect();
+    let by_id: HashMap<i64, String> = all
+        .iter()
+        .map(|(id, _, name)| (*id, name.clone()))
+        .collect();
+    Ok(all
+        .iter()
+        .map(|(id, system, name)| {
+            let base = if map_type(name, 0, 0, 0).0.is_some() || id == system {
+                name.clone()
+            } else {
+                by_id.get(system).cloned().unwrap_or_else(|| name.clone())
+            };
+            (*id, base)
+        })
+        .collect())
+}
+
 /// The tables (and views) of the database, or the ones asked for.
 pub(crate) async fn describe(
     client: &mut Connection,
@@ -159,16 +188,7 @@ pub(crate) async fn describe(
     }
     objects.sort_by(|a, b| a.1.cmp(&b.1));
 
-    let types: HashMap<i64, String> = rows(
-        client,
-        address,
-        "SELECT [user_type_id], [name] FROM [sys].[types]",
-        Vec::new(),
-    )
-    .await?
-    .iter()
-    .filter_map(|r| Some((int(r, 0)?, text(r, 1)?)))
-    .collect();
+    let types = type_names(client, address).await?;
     let mut columns: HashMap<i64, Vec<CatalogColumn>> = HashMap::new();
     let sql = "SELECT [object_id], [column_id], [name], [user_type_id], [max_length], [precision], [scale], [is_nullable], [is_identity], [is_computed] FROM [sys].[columns] ORDER BY [object_id], [column_id]";
     for row in rows(client, address, sql, Vec::new()).await? {
@@ -279,8 +299,17 @@ pub(crate) async fn describe(
         });
     }
     let mut estimates: HashMap<i64, i64> = HashMap::new();
+    // Partition stats need VIEW DATABASE STATE; `sys.partitions` gives the same counts without.
     let sql = "SELECT [object_id], [index_id], [row_count] FROM [sys].[dm_db_partition_stats] WHERE [index_id] IN (0, 1)";
-    for row in rows(client, address, sql, Vec::new()).await? {
+    let stats = match rows(client, address, sql, Vec::new()).await {
+        Ok(stats) => stats,
+        Err(error) => {
+            tracing::debug!(%error, "partition stats unavailable, using sys.partitions");
+            let sql = "SELECT [object_id], [index_id], [rows] FROM [sys].[partitions] WHERE [index_id] IN (0, 1)";
+            rows(client, address, sql, Vec::new()).await?
+        }
+    };
+    for row in stats {
         if let (Some(object), Some(count)) = (int(&row, 0), int(&row, 2)) {
             *estimates.entry(object).or_default() += count;
         }
@@ -345,16 +374,7 @@ pub(crate) async fn columns_of(
         ))
         .with_hint("check the schema and table name (`dbo.projects`)")
     })?;
-    let types: HashMap<i64, String> = rows(
-        client,
-        address,
-        "SELECT [user_type_id], [name] FROM [sys].[types]",
-        Vec::new(),
-    )
-    .await?
-    .iter()
-    .filter_map(|r| Some((int(r, 0)?, text(r, 1)?)))
-    .collect();
+    let types = type_names(client, address).await?;
     let sql = "SELECT [name], [user_type_id], [max_length], [precision], [scale], [is_nullable] FROM [sys].[columns] WHERE [object_id] = @P1 ORDER BY [column_id]";
     let mut out = Vec::new();
     for (i, row) in rows(

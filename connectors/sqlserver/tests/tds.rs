@@ -183,6 +183,10 @@ async fn introspection_reads_the_catalog() {
     assert_eq!(column("zoned").data_type, DataType::TimestampTz);
     assert_eq!(column("ref").data_type, DataType::Uuid);
     assert!(column("region").is_primary_key && column("id").is_primary_key);
+    // Without VIEW DATABASE STATE, row estimates come from sys.partitions.
+    server.with_database(|db| db.deny_view_database_state = true);
+    let tables = source.introspect(None).await.expect("introspects");
+    assert_eq!(tables[0].row_estimate, Some(3));
     // One table by name; an unknown one is named.
     let one = source
         .introspect(Some(&[TableRef::new(Some("sales"), "maps")]))

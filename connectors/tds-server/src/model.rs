@@ -143,6 +143,8 @@ pub struct Database {
     pub rowversion: u64,
     /// Rowversions of transactions still open: `MIN_ACTIVE_ROWVERSION()` stays below them.
     pub active_rowversions: Vec<u64>,
+    /// The login lacks VIEW DATABASE STATE: `sys.dm_db_partition_stats` is refused (error 300).
+    pub deny_view_database_state: bool,
     next_object_id: i32,
 }
 
@@ -159,6 +161,7 @@ impl Database {
             change_version: 0,
             rowversion: 2000,
             active_rowversions: Vec::new(),
+            deny_view_database_state: false,
             next_object_id: 245_575_913,
         }
     }

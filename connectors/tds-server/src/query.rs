@@ -748,6 +748,18 @@ fn relation(
             [_db, schema, table] => (schema.clone(), table.clone()),
             _ => return Err(SqlError::new(208, format!("Invalid object name '{name}'."))),
         };
+        if schema.eq_ignore_ascii_case("sys")
+            && table.eq_ignore_ascii_case("dm_db_partition_stats")
+            && db.deny_view_database_state
+        {
+            return Err(SqlError::new(
+                300,
+                format!(
+                    "VIEW DATABASE STATE permission denied in database '{}'.",
+                    db.name
+                ),
+            ));
+        }
         if schema.eq_ignore_ascii_case("sys") {
             catalog(db, &table)
                 .ok_or_else(|| SqlError::new(208, format!("Invalid object name 'sys.{table}'.")))?
@@ -1012,11 +1024,14 @@ fn catalog(db: &Database, view: &str) -> Option<Relation> {
                 (
                     vec![
                         col("user_type_id", SqlType::Int),
+                        col("system_type_id", SqlType::TinyInt),
                         col("name", SqlType::NVarChar(Some(128))),
                     ],
                     types
                         .into_iter()
-                        .map(|(id, name)| vec![int(i64::from(id)), text(name)])
+                        .map(|(id, name)| {
+                            vec![int(i64::from(id)), int(i64::from(id).min(255)), text(name)]
+                        })
                         .collect(),
                 )
             }
