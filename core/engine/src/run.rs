@@ -802,6 +802,66 @@ struct RunState<'a> {
     /// Identity hashes with an open dead-letter entry, resolved when the row syncs.
     open_failures: HashSet<String>,
     in_flight: InFlight,
+    /// On full reads: what the ledger says about every synced item, so unchanged rows are
+    /// recognised without a ledger query (see [`LedgerDigest`]).
+    digest: Option<LedgerDigest>,
+}
+
+/// A compact copy of the ledger's synced items, loaded once at the start of a full read: an
+/// unchanged row is then recognised in memory instead of by a query per batch, which dominated
+/// no-change full scans once the ledger outgrew SQLite's page cache. Only *unchanged* is decided
+/// here; any other row goes through the ledger as before (and leaves the digest, so a second
+/// occurrence of the identity in the same read cannot be judged on stale data). Identity and
+/// content hashes are kept as their first 16 bytes (128 bits), about 60 bytes an item.
+#[derive(Debug, Default)]
+struct LedgerDigest {
+    lists: Vec<String>,
+    items: HashMap<[u8; 16], DigestItem>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DigestItem {
+    content: [u8; 16],
+    list: u32,
+}
+
+impl LedgerDigest {
+    async fn load(store: &Store, sync_def_id: Id) -> Result<Self, EngineError> {
+        let mut digest = LedgerDigest::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = runtime::ledger_page(store, sync_def_id, after.as_deref(), 5000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.source_identity_hash.clone());
+            for row in page {
+                let (Some(list), Some(_), Some(content)) = (
+                    row.sp_list_id.as_deref(),
+                    row.sp_item_id,
+                    row.content_hash.as_deref(),
+                ) else {
+                    continue;
+                };
+                if row.sync_state != "SYNCED" {
+                    continue;
+                }
+                let list = match digest.lists.iter().position(|l| l == list) {
+                    Some(index) => index,
+                    None => {
+                        digest.lists.push(list.to_owned());
+                        digest.lists.len() - 1
+                    }
+                } as u32;
+                digest.items.insert(
+                    hash_prefix(&row.source_identity_hash),
+                    DigestItem {
+                        content: hash_prefix(content),
+                        list,
+                    },
+                );
+            }
+        }
+        Ok(digest)
+    }
 }
 
 fn hash_prefix(hash: &str) -> [u8; 16] {
@@ -849,6 +909,7 @@ impl<'a> RunState<'a> {
             seen: HashSet::new(),
             open_failures,
             in_flight: InFlight::default(),
+            digest: None,
         }
     }
     fn default_target(&self) -> usize {
@@ -1234,6 +1295,9 @@ impl<'a> RunState<'a> {
                 .await?
                 .map(Position)
         };
+        if self.options.full || full_scan {
+            self.digest = Some(LedgerDigest::load(&self.engine.store, self.def.id).await?);
+        }
         let expected_rows = match (&self.options.progress, &from) {
             (Some(_), None) => self.expected_rows(source).await,
             _ => None,
@@ -1565,6 +1629,7 @@ impl<'a> RunState<'a> {
             });
         }
 
+        let prepared = self.skip_unchanged(prepared);
         let mut hashes: Vec<String> = prepared.iter().map(|p| p.hash.clone()).collect();
         hashes.extend(deletes.iter().cloned());
         if hashes.iter().any(|h| self.in_flight.hashes.contains(h)) {
@@ -1619,6 +1684,32 @@ impl<'a> RunState<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Counts the rows the digest shows unchanged and returns the others.
+    fn skip_unchanged(&mut self, prepared: Vec<Prepared>) -> Vec<Prepared> {
+        let Some(digest) = self.digest.as_mut() else {
+            return prepared;
+        };
+        let mut rest = Vec::with_capacity(prepared.len());
+        for row in prepared {
+            let key = hash_prefix(&row.hash);
+            let unchanged = !self.in_flight.hashes.contains(&row.hash)
+                && digest.items.get(&key).is_some_and(|item| {
+                    // As `plan_row` decides Skip for a synced item.
+                    self.mode == Mode::ArchiveOnly
+                        || (digest.lists[item.list as usize]
+                            == self.targets[row.target].collection.id
+                            && item.content == hash_prefix(&row.content_hash))
+                });
+            if unchanged {
+                self.counters.unchanged += 1;
+            } else {
+                digest.items.remove(&key);
+                rest.push(row);
+            }
+        }
+        rest
     }
 
     fn record_plan(&mut self, row: &Prepared, planned: &Planned) {

@@ -240,10 +240,18 @@ pub async fn ledger_page(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<LedgerRow>, StoreError> {
-    let sql = format!(
-        "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND ($2 IS NULL OR source_identity_hash > $2)
-         ORDER BY source_identity_hash LIMIT $3"
-    );
+    // Two statements rather than `($2 IS NULL OR hash > $2)`: with the OR, SQLite cannot seek the
+    // index to `hash > $2` and every page scanned the sync's ledger from its start (quadratic).
+    let sql = match after {
+        Some(_) => format!(
+            "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash > $2
+             ORDER BY source_identity_hash LIMIT $3"
+        ),
+        None => format!(
+            "SELECT {LEDGER_COLUMNS} FROM sync_ledger WHERE sync_def_id = $1 AND $2 IS NULL
+             ORDER BY source_identity_hash LIMIT $3"
+        ),
+    };
     with_pool!(store, pool => sqlx::query_as::<_, LedgerRow>(&sql).bind(sync_def_id).bind(after).bind(limit).fetch_all(pool).await)
         .map_err(StoreError::query("paging the ledger"))
 }
