@@ -204,7 +204,8 @@ fn purged(request: &ReadRequest, version: i64, min_valid: i64) -> ConnectorError
         "the change tracking history of `{}` was cleaned up past this sync's position (version {version}, oldest kept {min_valid}): rows deleted in between cannot be known",
         request.table
     ))
-    .with_hint("run with --full to read the whole table again (deletes are found by comparison), and consider a longer CHANGE_RETENTION")
+    .with_hint("the table is read again in full (deletes are found by comparison); consider a longer CHANGE_RETENTION")
+    .requires_full_read()
 }
 
 /// The keys changed since `version`, in version order, and the version they run up to.

@@ -390,7 +390,7 @@ async fn change_tracking_snapshots_then_captures_inserts_updates_and_deletes() {
     let third = read_all(&source, request(lsn.clone(), Some(position.clone()), 2)).await;
     assert!(ids(&third).is_empty());
 
-    // Cleanup purges history past the position: the read refuses and asks for --full.
+    // Cleanup purges history past the position: the read refuses, asking for a full read.
     server.with_database(|db| {
         db.update(
             "dbo",
@@ -408,7 +408,7 @@ async fn change_tracking_snapshots_then_captures_inserts_updates_and_deletes() {
         .expect("refused");
     assert_eq!(error.domain(), ErrorDomain::User);
     assert!(error.message().contains("cleaned up"), "{error}");
-    assert!(error.hint().is_some_and(|h| h.contains("--full")));
+    assert!(error.is_full_read_required(), "{error}");
     assert!(
         server
             .queries()

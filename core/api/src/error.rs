@@ -33,6 +33,7 @@ pub struct ConnectorError {
     retry: RetryHint,
     message: String,
     hint: Option<String>,
+    full_read: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -63,6 +64,7 @@ impl ConnectorError {
             retry,
             message: message.into(),
             hint: None,
+            full_read: false,
             source: None,
         }
     }
@@ -105,6 +107,18 @@ impl ConnectorError {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Marks a read that cannot continue from its position (a change log purged past it): the
+    /// engine then reads the whole table again in the same run and finds deletes by comparison.
+    pub fn requires_full_read(mut self) -> Self {
+        self.full_read = true;
+        self
+    }
+
+    /// See [`ConnectorError::requires_full_read`].
+    pub fn is_full_read_required(&self) -> bool {
+        self.full_read
     }
 
     pub fn hint(&self) -> Option<&str> {

@@ -531,7 +531,12 @@ impl Engine {
             .stream(source.as_ref(), &mapper, router.as_deref())
             .await;
         let outcome = match outcome {
-            Ok(complete) if complete && (options.full || def.cursor_strategy == "FULL_SCAN") => {
+            Ok(complete)
+                if complete
+                    && (options.full
+                        || run.read_restarted
+                        || def.cursor_strategy == "FULL_SCAN") =>
+            {
                 run.delete_vanished().await.map(|()| complete)
             }
             other => other,
@@ -805,6 +810,9 @@ struct RunState<'a> {
     /// On full reads: what the ledger says about every synced item, so unchanged rows are
     /// recognised without a ledger query (see [`LedgerDigest`]).
     digest: Option<LedgerDigest>,
+    /// The source could not continue from the committed position and the read started over
+    /// from the beginning: a full read, after which vanished rows are deleted.
+    read_restarted: bool,
 }
 
 /// A compact copy of the ledger's synced items, loaded once at the start of a full read: an
@@ -910,6 +918,7 @@ impl<'a> RunState<'a> {
             open_failures,
             in_flight: InFlight::default(),
             digest: None,
+            read_restarted: false,
         }
     }
     fn default_target(&self) -> usize {
@@ -1313,6 +1322,32 @@ impl<'a> RunState<'a> {
             let request = self.read_request(from.clone(), mapper);
             let mut stream = match current.read(request.clone()).await {
                 Ok(stream) => stream,
+                Err(error)
+                    if error.is_full_read_required() && from.is_some() && !self.read_restarted =>
+                {
+                    tracing::warn!(sync = %self.def.name, %error, "the source cannot continue from its position; reading the whole table again");
+                    if let Some(run_id) = self.run_id {
+                        runtime::add_event(
+                            &self.engine.store,
+                            run_id,
+                            "WARN",
+                            "SOURCE_RESET",
+                            &format!(
+                                "{}; the whole table is read again and vanished rows are deleted",
+                                error.message()
+                            ),
+                            None,
+                        )
+                        .await?;
+                    }
+                    self.read_restarted = true;
+                    from = None;
+                    if self.digest.is_none() {
+                        self.digest =
+                            Some(LedgerDigest::load(&self.engine.store, self.def.id).await?);
+                    }
+                    continue 'instances;
+                }
                 Err(error) => {
                     replacement = Some(self.fail_over(error, &mut tried).await?);
                     continue 'instances;
