@@ -5,7 +5,9 @@
 //! committed during the snapshot is lost. Later reads check the version against
 //! `CHANGE_TRACKING_MIN_VALID_VERSION` (before and after reading `CHANGETABLE`): if cleanup
 //! purged changes since the last run, deletes in the gap cannot be known, and the read fails
-//! asking for `run --full` (a fresh snapshot, whose anti-join finds the deletes). Changed keys
+//! with [`ConnectorError::requires_full_read`]: the engine then reads the whole table again in
+//! the same run and deletes what vanished (a purge noticed only after `CHANGETABLE` was read
+//! fails that run; the next one starts over the same way). Changed keys
 //! are re-read from the table in batches: a key found is an upsert, a key gone is a delete.
 //! Batches end on version boundaries, so each position is a version every earlier change is in.
 //!
