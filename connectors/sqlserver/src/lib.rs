@@ -16,7 +16,7 @@
 //!   `geography` / `geometry` and other CLR types are refused, naming the column.
 //! - **`LSN`** is SQL Server **change tracking** when the table has it (deletes included), else
 //!   the table's **rowversion** column (inserts and updates; read below
-//!   `MIN_ACTIVE_ROWVERSION()` so a transaction still open is not skipped): see [`changes`].
+//!   `MIN_ACTIVE_ROWVERSION()` so a transaction still open is not skipped): see `src/changes.rs`.
 
 mod catalog;
 mod changes;
