@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use sqlx::Connection as _;
-use support::{PgDatabase, run, syncbridge};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use support::{PgDatabase, list_titles, run, syncbridge};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
 
 const CSV: &str = "syncbridge-example-csv-source";
 const JSONL: &str = "syncbridge-example-jsonl-target";
@@ -51,20 +51,6 @@ fn cli(root: &Path, plugins: &Path, code: i32, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
-    let data = emulator.data();
-    let mut titles: Vec<String> = data
-        .sites
-        .iter()
-        .flat_map(|s| &s.lists)
-        .filter(|l| l.display_name == list)
-        .flat_map(|l| l.items.values())
-        .filter_map(|item| item.fields.get("Title")?.as_str().map(str::to_owned))
-        .collect();
-    titles.sort();
-    titles
 }
 
 #[test]
@@ -175,7 +161,10 @@ databases:
     let report: serde_json::Value =
         serde_json::from_str(&cli(r, p, 0, &["run", "projects", "--json"])).expect("json");
     assert_eq!(report["created"].as_i64(), Some(3), "{report}");
-    assert_eq!(titles(&emulator, "Projects"), ["Alpha", "Beta", "Gamma"]);
+    assert_eq!(
+        list_titles(&emulator, "Projects"),
+        ["Alpha", "Beta", "Gamma"]
+    );
 
     // Edit the file: one update, one delete, one insert; the next run writes exactly those.
     std::fs::write(
@@ -196,7 +185,7 @@ databases:
         "{report}"
     );
     assert_eq!(
-        titles(&emulator, "Projects"),
+        list_titles(&emulator, "Projects"),
         ["Alpha", "Beta (renamed)", "Delta"]
     );
     let reconcile = cli(r, p, 0, &["reconcile", "projects"]);

@@ -4,23 +4,9 @@
 
 mod support;
 
-use support::{run, syncbridge};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use support::{list_titles, run, syncbridge};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
 use syncbridge_tds_server::{Column, Database, SqlType, SqlValue, TdsServer};
-
-fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
-    let data = emulator.data();
-    let mut titles: Vec<String> = data
-        .sites
-        .iter()
-        .flat_map(|s| &s.lists)
-        .filter(|l| l.display_name == list)
-        .flat_map(|l| l.items.values())
-        .filter_map(|item| item.fields.get("Title")?.as_str().map(str::to_owned))
-        .collect();
-    titles.sort();
-    titles
-}
 
 fn project(id: i64, name: &str) -> Vec<(&'static str, SqlValue)> {
     vec![
@@ -121,7 +107,7 @@ databases:
     let report: serde_json::Value =
         serde_json::from_str(&cli(&["run", "projects", "--json"])).expect("json");
     assert_eq!(report["created"].as_i64(), Some(25), "{report}");
-    assert_eq!(titles(&emulator, "Projects").len(), 25);
+    assert_eq!(list_titles(&emulator, "Projects").len(), 25);
 
     server.with_database(|db| {
         db.insert("dbo", "projects", &project(26, "Project 26"))
@@ -148,7 +134,7 @@ databases:
         (Some(3), Some(1), Some(1), Some(1)),
         "{report}"
     );
-    let titles = titles(&emulator, "Projects");
+    let titles = list_titles(&emulator, "Projects");
     assert_eq!(titles.len(), 25);
     assert!(titles.contains(&"Project three".to_owned()));
     assert!(!titles.contains(&"Project 4".to_owned()));
@@ -177,8 +163,8 @@ databases:
         (Some(24), Some(1), Some(24)),
         "{report}"
     );
-    assert!(!titles_of(&emulator).contains(&"Project 5".to_owned()));
-    assert_eq!(titles_of(&emulator).len(), 24);
+    assert!(!list_titles(&emulator, "Projects").contains(&"Project 5".to_owned()));
+    assert_eq!(list_titles(&emulator, "Projects").len(), 24);
     // And change tracking carries on from the new snapshot.
     server.with_database(|db| {
         db.insert("dbo", "projects", &project(27, "Project 27"))
@@ -187,8 +173,4 @@ databases:
     let report: serde_json::Value =
         serde_json::from_str(&cli(&["run", "projects", "--json"])).expect("json");
     assert_eq!(report["created"].as_i64(), Some(1), "{report}");
-}
-
-fn titles_of(emulator: &RunningEmulator) -> Vec<String> {
-    titles(emulator, "Projects")
 }

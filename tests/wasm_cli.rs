@@ -5,27 +5,8 @@
 mod support;
 
 use sqlx::Connection as _;
-use support::{PgDatabase, run, syncbridge, wasm_guests};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
-
-fn titles(emulator: &RunningEmulator, list: &str) -> Vec<String> {
-    let data = emulator.data();
-    let mut titles: Vec<String> = data
-        .sites
-        .iter()
-        .flat_map(|s| &s.lists)
-        .filter(|l| l.display_name == list)
-        .flat_map(|l| l.items.values())
-        .filter_map(|item| {
-            item.fields
-                .get("Title")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-        })
-        .collect();
-    titles.sort();
-    titles
-}
+use support::{PgDatabase, list_titles, run, syncbridge, wasm_guests};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
 
 #[tokio::test]
 async fn wasm_transform_and_sharding_and_a_swapped_module() {
@@ -120,9 +101,9 @@ databases:
         (Some(3), Some(1)),
         "{report}"
     );
-    assert_eq!(titles(&emulator, "Active"), ["Ada Lovelace"]);
-    assert_eq!(titles(&emulator, "Closed"), ["Grace Hopper"]);
-    assert_eq!(titles(&emulator, "Archived"), ["Alan Turing"]);
+    assert_eq!(list_titles(&emulator, "Active"), ["Ada Lovelace"]);
+    assert_eq!(list_titles(&emulator, "Closed"), ["Grace Hopper"]);
+    assert_eq!(list_titles(&emulator, "Archived"), ["Alan Turing"]);
     let dlq = cli(&["dlq", "list", "projects"]);
     assert!(dlq.contains("no `status`"), "{dlq}");
 
@@ -131,9 +112,9 @@ databases:
     let report: serde_json::Value =
         serde_json::from_str(&cli_expecting(1, &["run", "projects", "--json"])).expect("json");
     assert_eq!(report["updated"].as_i64(), Some(3), "{report}");
-    assert_eq!(titles(&emulator, "Active"), ["ADA LOVELACE"]);
-    assert_eq!(titles(&emulator, "Closed"), ["GRACE HOPPER"]);
-    assert_eq!(titles(&emulator, "Archived"), ["ALAN TURING"]);
+    assert_eq!(list_titles(&emulator, "Active"), ["ADA LOVELACE"]);
+    assert_eq!(list_titles(&emulator, "Closed"), ["GRACE HOPPER"]);
+    assert_eq!(list_titles(&emulator, "Archived"), ["ALAN TURING"]);
 }
 
 #[test]

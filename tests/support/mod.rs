@@ -75,3 +75,21 @@ pub fn sharepoint_section(
         lists.join(", ")
     )
 }
+
+/// The `Title` of every item of the emulator's list named `list`, sorted.
+pub fn list_titles(
+    emulator: &syncbridge_graph_emulator::RunningEmulator,
+    list: &str,
+) -> Vec<String> {
+    let data = emulator.data();
+    let mut titles: Vec<String> = data
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .filter(|l| l.display_name == list)
+        .flat_map(|l| l.items.values())
+        .filter_map(|item| item.fields.get("Title")?.as_str().map(str::to_owned))
+        .collect();
+    titles.sort();
+    titles
+}

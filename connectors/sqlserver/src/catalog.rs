@@ -352,28 +352,12 @@ pub(crate) async fn describe(
         .collect())
 }
 
-/// The columns of one table, as reads need them.
+/// The columns of one table (by object id, from [`object_id`]), as reads need them.
 pub(crate) async fn columns_of(
     client: &mut Connection,
     address: &str,
-    table: &TableRef,
+    object: i64,
 ) -> Result<Vec<CatalogColumn>, ConnectorError> {
-    let name = crate::table_sql(table);
-    let object = rows(
-        client,
-        address,
-        "SELECT OBJECT_ID(@P1) AS [id]",
-        vec![crate::connect::Param::Text(name.clone())],
-    )
-    .await?
-    .first()
-    .and_then(|r| int(r, 0))
-    .ok_or_else(|| {
-        ConnectorError::user(format!(
-            "table `{table}` does not exist in SQL Server at {address}"
-        ))
-        .with_hint("check the schema and table name (`dbo.projects`)")
-    })?;
     let types = type_names(client, address).await?;
     let sql = "SELECT [name], [user_type_id], [max_length], [precision], [scale], [is_nullable] FROM [sys].[columns] WHERE [object_id] = @P1 ORDER BY [column_id]";
     let mut out = Vec::new();
@@ -418,7 +402,7 @@ pub(crate) async fn columns_of(
     Ok(out)
 }
 
-/// The object id of a table (for the change-tracking functions).
+/// The object id of a table (`OBJECT_ID`), or an error naming it.
 pub(crate) async fn object_id(
     client: &mut Connection,
     address: &str,
@@ -437,5 +421,6 @@ pub(crate) async fn object_id(
         ConnectorError::user(format!(
             "table `{table}` does not exist in SQL Server at {address}"
         ))
+        .with_hint("check the schema and table name (`dbo.projects`)")
     })
 }

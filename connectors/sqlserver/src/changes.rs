@@ -64,7 +64,7 @@ pub(crate) async fn read(
 ) -> Result<BatchStream, ConnectorError> {
     let mut client = connect::open(&config).await?;
     let object = catalog::object_id(&mut client, &address, &request.table).await?;
-    let catalog = catalog::columns_of(&mut client, &address, &request.table).await?;
+    let catalog = catalog::columns_of(&mut client, &address, object).await?;
     let from: Option<LsnPosition> = match &request.from {
         Some(position) => Some(serde_json::from_str(&position.0).map_err(|e| {
             ConnectorError::internal(format!(
@@ -381,12 +381,9 @@ fn rowversion_stream(
         .chain([ReadAs::Plain])
         .collect();
     let mut after: Vec<u8> = match from {
-        Some(LsnPosition::Rowversion { after }) => (0..after.len() / 2)
-            .map(|i| u8::from_str_radix(&after[2 * i..2 * i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                ConnectorError::internal(format!("unreadable rowversion `{after}`: {e}"))
-            })?,
+        Some(LsnPosition::Rowversion { after }) => hex::decode(&after).map_err(|e| {
+            ConnectorError::internal(format!("unreadable rowversion `{after}`: {e}"))
+        })?,
         _ => vec![0; 8],
     };
     let batch_size = request.batch_size.max(1);
@@ -414,7 +411,7 @@ fn rowversion_stream(
                 }
                 out.push(Row::new(values));
             }
-            let hex: String = after.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(&after);
             yield RowBatch {
                 columns: columns.clone(),
                 rows: out,

@@ -21,7 +21,7 @@ pub(crate) fn position_text(value: &Value) -> Option<String> {
         Value::Timestamp(t) => Some(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
         Value::TimestampTz(t) => Some(t.to_rfc3339()),
         Value::Date(d) => Some(d.format("%Y-%m-%d").to_string()),
-        Value::Bytes(b) => Some(b.iter().map(|x| format!("{x:02x}")).collect()),
+        Value::Bytes(b) => Some(hex::encode(b)),
         Value::Text(t) => Some(t.clone()),
         other => Some(other.to_string()),
     }
@@ -47,12 +47,7 @@ pub(crate) fn param_from_text(text: &str, data_type: &DataType) -> Result<Param,
         DataType::Date => Param::Date(
             NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| bad(e.to_string()))?,
         ),
-        DataType::Bytes { .. } => Param::Bytes(
-            (0..text.len() / 2)
-                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(e.to_string()))?,
-        ),
+        DataType::Bytes { .. } => Param::Bytes(hex::decode(text).map_err(|e| bad(e.to_string()))?),
         // Decimal, UUID, text, datetimeoffset: SQL Server converts the text implicitly.
         _ => Param::Text(text.to_owned()),
     })
@@ -231,7 +226,8 @@ pub(crate) async fn keyset(
     request: ReadRequest,
 ) -> Result<BatchStream, ConnectorError> {
     let mut client = connect::open(&config).await?;
-    let catalog = catalog::columns_of(&mut client, &address, &request.table).await?;
+    let object = catalog::object_id(&mut client, &address, &request.table).await?;
+    let catalog = catalog::columns_of(&mut client, &address, object).await?;
     let plan = KeysetPlan::new(&request, &catalog, "SQL Server", |c| {
         format!("CAST({} AS nvarchar(max))", quote(c))
     })?;

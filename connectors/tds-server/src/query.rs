@@ -220,7 +220,7 @@ fn select(
     if let Some(top) = &select.top {
         let n = match &top.quantity {
             Some(TopQuantity::Constant(n)) => *n as i64,
-            Some(TopQuantity::Expr(e)) => match context(&[]).eval_without_row(e)? {
+            Some(TopQuantity::Expr(e)) => match context(&[]).eval(e)? {
                 SqlValue::Int(n) => n,
                 other => {
                     return Err(SqlError::new(
@@ -427,10 +427,6 @@ fn as_truth(value: &SqlValue) -> Option<bool> {
 }
 
 impl Context<'_> {
-    fn eval_without_row(&self, expr: &Expr) -> Result<SqlValue, SqlError> {
-        self.eval(expr)
-    }
-
     fn param(&self, name: &str) -> Result<SqlValue, SqlError> {
         self.params
             .iter()

@@ -205,6 +205,12 @@ fn call_raw(vtable: &VTableV1, call: impl FnOnce(*mut Buffer) -> i32) -> Answer 
     }
 }
 
+/// A connector kind for the whole process (`ErasedSource::kind` is `'static`): leaked once when
+/// the kind is registered, not once per opened connector.
+fn static_kind(kind: &str) -> &'static str {
+    Box::leak(kind.to_owned().into_boxed_str())
+}
+
 /// Registers the connectors of `plugins` into `registry`. A kind the registry already has (a
 /// built-in, or an earlier plugin) is not replaced: the plugin's is skipped with a warning.
 pub fn register(registry: &mut Registry, plugins: &[Arc<NativePlugin>]) {
@@ -215,14 +221,13 @@ pub fn register(registry: &mut Registry, plugins: &[Arc<NativePlugin>]) {
                 continue;
             }
             let plugin = plugin.clone();
-            let kind_name = kind.clone();
+            let kind_name = static_kind(kind);
             registry.register_source_factory(
                 kind,
                 Arc::new(move |config| {
                     let plugin = plugin.clone();
-                    let kind = kind_name.clone();
                     Box::pin(async move {
-                        let source = NativeSource::open(plugin, kind, config).await?;
+                        let source = NativeSource::open(plugin, kind_name, config).await?;
                         Ok(Box::new(source) as Box<dyn ErasedSource>)
                     })
                 }),
@@ -234,14 +239,13 @@ pub fn register(registry: &mut Registry, plugins: &[Arc<NativePlugin>]) {
                 continue;
             }
             let plugin = plugin.clone();
-            let kind_name = kind.clone();
+            let kind_name = static_kind(kind);
             registry.register_target_factory(
                 kind,
                 Arc::new(move |config| {
                     let plugin = plugin.clone();
-                    let kind = kind_name.clone();
                     Box::pin(async move {
-                        let target = NativeTarget::open(plugin, kind, config).await?;
+                        let target = NativeTarget::open(plugin, kind_name, config).await?;
                         Ok(Box::new(target) as Box<dyn ErasedTarget>)
                     })
                 }),

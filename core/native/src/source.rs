@@ -23,18 +23,15 @@ impl NativeSource {
     /// Opens the plugin's `kind` source with `config` (on the blocking pool).
     pub async fn open(
         plugin: Arc<NativePlugin>,
-        kind: String,
+        kind: &'static str,
         config: serde_json::Value,
     ) -> Result<Self, ConnectorError> {
-        let instance = tokio::task::spawn_blocking(move || {
-            Instance::open(plugin, ROLE_SOURCE, &kind, &config)
-        })
-        .await
-        .map_err(|e| {
-            ConnectorError::internal(format!("opening a plugin source did not finish: {e}"))
-        })??;
-        // `ErasedSource::kind` is `'static`; a handful of kinds live for the whole process.
-        let kind: &'static str = Box::leak(instance.kind().to_owned().into_boxed_str());
+        let instance =
+            tokio::task::spawn_blocking(move || Instance::open(plugin, ROLE_SOURCE, kind, &config))
+                .await
+                .map_err(|e| {
+                    ConnectorError::internal(format!("opening a plugin source did not finish: {e}"))
+                })??;
         Ok(Self {
             instance: Arc::new(instance),
             kind,

@@ -24,11 +24,11 @@ impl NativeTarget {
     /// Opens the plugin's `kind` target with `config` (on the blocking pool).
     pub async fn open(
         plugin: Arc<NativePlugin>,
-        kind: String,
+        kind: &'static str,
         config: serde_json::Value,
     ) -> Result<Self, ConnectorError> {
         let (instance, location) = tokio::task::spawn_blocking(move || {
-            let instance = Instance::open(plugin, ROLE_TARGET, &kind, &config)?;
+            let instance = Instance::open(plugin, ROLE_TARGET, kind, &config)?;
             let location: Option<TargetLocation> =
                 instance.call("location", &TargetCall::Location)?;
             Ok::<_, ConnectorError>((instance, location))
@@ -37,7 +37,6 @@ impl NativeTarget {
         .map_err(|e| {
             ConnectorError::internal(format!("opening a plugin target did not finish: {e}"))
         })??;
-        let kind: &'static str = Box::leak(instance.kind().to_owned().into_boxed_str());
         Ok(Self {
             instance: Arc::new(instance),
             kind,
