@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -270,6 +270,10 @@ impl Source for PostgresSource {
     }
 }
 
+/// Rows per keyset query of a read (at least the batch size): one query per batch cost a round
+/// trip and a plan each, and rows are converted while the rest of the page arrives.
+const READ_PAGE_ROWS: usize = 10_000;
+
 impl PostgresSource {
     /// Keyset reads for `FULL_SCAN` and `UPDATED_AT` (and the snapshot phase of `LSN`).
     async fn read_keyset(&self, request: ReadRequest) -> Result<BatchStream, ConnectorError> {
@@ -291,6 +295,7 @@ impl PostgresSource {
         let shared: Arc<[String]> = plan.columns.clone().into();
         let batch_size = request.batch_size.max(1);
         let width = read_columns.len();
+        let page_rows = batch_size.max(READ_PAGE_ROWS);
         let stream = async_stream::try_stream! {
             let (mut after, start) = plan.start();
             loop {
@@ -309,26 +314,37 @@ impl PostgresSource {
                     }
                     _ => {}
                 }
-                sql.push_str(&format!(" ORDER BY {order_sql} LIMIT {batch_size}"));
+                sql.push_str(&format!(" ORDER BY {order_sql} LIMIT {page_rows}"));
                 let mut query = sqlx::query(&sql);
                 for value in &binds {
                     query = query.bind(value.clone());
                 }
-                let rows = query.fetch_all(&pool).await.map_err(|e| ConnectorError::external(format!("PostgreSQL at {address}: reading rows: {e}")))?;
-                if rows.is_empty() {
-                    break;
+                // Rows are converted as they arrive and handed on a batch at a time; the position
+                // of a batch is its last row's key.
+                let mut rows = query.fetch(&pool);
+                let mut in_page = 0;
+                let mut out = Vec::with_capacity(batch_size);
+                let mut last_row = None;
+                loop {
+                    let row = rows.try_next().await.map_err(|e| ConnectorError::external(format!("PostgreSQL at {address}: reading rows: {e}")))?;
+                    let end = row.is_none();
+                    if let Some(row) = row {
+                        in_page += 1;
+                        out.push(Row::new(row_values(&row, &read_columns)?));
+                        last_row = Some(row);
+                    }
+                    if out.len() == batch_size || (end && !out.is_empty()) {
+                        let last = texts_after(last_row.as_ref().expect("a row was read"), width, order_columns.len());
+                        let position = plan.position_after(&last).to_position();
+                        after = Some(last);
+                        let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
+                        yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new() };
+                    }
+                    if end {
+                        break;
+                    }
                 }
-                let mut out = Vec::with_capacity(rows.len());
-                let mut last = Vec::new();
-                for row in &rows {
-                    out.push(Row::new(row_values(row, &read_columns)?));
-                    last = texts_after(row, width, order_columns.len());
-                }
-                let position = plan.position_after(&last).to_position();
-                let full = rows.len() == batch_size;
-                after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position, notes: Vec::new() };
-                if !full {
+                if in_page < page_rows {
                     break;
                 }
             }
@@ -556,7 +572,7 @@ fn row_values(
     read.iter()
         .enumerate()
         .map(|(index, column)| {
-            let text: Option<String> = row
+            let text: Option<&str> = row
                 .try_get(index)
                 .map_err(|e| ConnectorError::internal(format!("column `{}`: {e}", column.name)))?;
             let data_type = column
@@ -636,53 +652,79 @@ fn map_type(
 }
 
 /// Converts a column's text rendering to its portable value.
-fn convert(text: Option<String>, data_type: &DataType, is_array: bool) -> Result<Value, String> {
+fn convert(text: Option<&str>, data_type: &DataType, is_array: bool) -> Result<Value, String> {
     let Some(text) = text else {
         return Ok(Value::Null);
     };
     let bad = |what: &str| format!("`{text}` is not a valid {what}");
     if is_array {
-        return serde_json::from_str(&text)
+        return serde_json::from_str(text)
             .map(Value::Json)
             .map_err(|_| bad("array"));
     }
     Ok(match data_type {
         DataType::Bool => Value::Bool(text == "t" || text == "true"),
         DataType::Int { .. } => Value::Int(text.parse().map_err(|_| bad("integer"))?),
-        DataType::Float { .. } => Value::Float(match text.as_str() {
+        DataType::Float { .. } => Value::Float(match text {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,
             "-Infinity" => f64::NEG_INFINITY,
             other => other.parse().map_err(|_| bad("number"))?,
         }),
         DataType::Decimal { .. } => {
-            let cleaned: String = text.chars().filter(|c| !matches!(c, '$' | ',')).collect();
-            Value::Decimal(
+            // `money` renders with a currency sign and group separators.
+            let parsed = if text.contains(['$', ',']) {
+                let cleaned: String = text.chars().filter(|c| !matches!(c, '$' | ',')).collect();
                 Decimal::from_str(&cleaned)
-                    .map_err(|e| format!("{e}; cast the column to text or float in a view"))?,
+            } else {
+                Decimal::from_str(text)
+            };
+            Value::Decimal(
+                parsed.map_err(|e| format!("{e}; cast the column to text or float in a view"))?,
             )
         }
         DataType::Date => Value::Date(
-            NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-                .map_err(|_| bad("date (infinity and BC dates are not supported)"))?,
+            parse_iso_date(text)
+                .or_else(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+                .ok_or_else(|| bad("date (infinity and BC dates are not supported)"))?,
         ),
         DataType::Time => {
             // `10:11:12`, `10:11:12.5`, or with a zone (`10:11:12+02`): the zone is dropped.
-            let clock = text.split(['+', '-']).next().unwrap_or(&text);
+            let clock = text.split(['+', '-']).next().unwrap_or(text);
             Value::Time(NaiveTime::parse_from_str(clock, "%H:%M:%S%.f").map_err(|_| bad("time"))?)
         }
         DataType::Timestamp => Value::Timestamp(
-            NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+            parse_iso_timestamp(text)
+                .and_then(|(at, zone)| zone.is_none().then_some(at))
+                .map_or_else(
+                    || NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"),
+                    Ok,
+                )
                 .map_err(|_| bad("timestamp"))?,
         ),
         DataType::TimestampTz => Value::TimestampTz(
-            chrono::DateTime::parse_from_str(&format!("{text}00"), "%Y-%m-%d %H:%M:%S%.f%z")
-                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f%z"))
+            parse_iso_timestamp(text)
+                .and_then(|(at, zone)| {
+                    let zone = chrono::FixedOffset::east_opt(zone?)?;
+                    at.and_local_timezone(zone).single()
+                })
+                .map_or_else(
+                    || {
+                        chrono::DateTime::parse_from_str(
+                            &format!("{text}00"),
+                            "%Y-%m-%d %H:%M:%S%.f%z",
+                        )
+                        .or_else(|_| {
+                            chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%z")
+                        })
+                    },
+                    Ok,
+                )
                 .map_err(|_| bad("timestamp with time zone"))?,
         ),
-        DataType::Uuid => Value::Uuid(uuid::Uuid::parse_str(&text).map_err(|_| bad("UUID"))?),
+        DataType::Uuid => Value::Uuid(uuid::Uuid::parse_str(text).map_err(|_| bad("UUID"))?),
         DataType::Json => {
-            Value::Json(serde_json::from_str(&text).map_err(|_| bad("JSON document"))?)
+            Value::Json(serde_json::from_str(text).map_err(|_| bad("JSON document"))?)
         }
         DataType::Bytes { .. } => {
             let hex = text.strip_prefix("\\x").ok_or_else(|| bad("bytea"))?;
@@ -694,6 +736,167 @@ fn convert(text: Option<String>, data_type: &DataType, is_array: bool) -> Result
                     .map_err(|_| bad("bytea"))?,
             )
         }
-        DataType::Text { .. } | DataType::Enum { .. } => Value::Text(text),
+        DataType::Text { .. } | DataType::Enum { .. } => Value::Text(text.to_owned()),
     })
+}
+
+/// `YYYY-MM-DD`, the ISO rendering of a date, read without a format string (chrono's
+/// `parse_from_str` interprets its pattern on every call, which showed in full reads); `None`
+/// for anything else, which the caller reads the slow way.
+fn parse_iso_date(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(
+        digits(&bytes[0..4])? as i32,
+        digits(&bytes[5..7])?,
+        digits(&bytes[8..10])?,
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f…][±HH[:MM[:SS]]]`, the ISO rendering of a timestamp: the local
+/// date and time and the zone offset in seconds, if any; `None` for anything else.
+fn parse_iso_timestamp(text: &str) -> Option<(NaiveDateTime, Option<i32>)> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 19 || bytes[10] != b' ' || bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let date = parse_iso_date(&text[..10])?;
+    let (hour, minute, second) = (
+        digits(&bytes[11..13])?,
+        digits(&bytes[14..16])?,
+        digits(&bytes[17..19])?,
+    );
+    let mut rest = &bytes[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let length = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if length == 0 || length > 9 {
+            return None;
+        }
+        nanos = digits(&fraction[..length])? * 10u32.pow(9 - length as u32);
+        rest = &fraction[length..];
+    }
+    let zone = match rest {
+        [] => None,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
+            if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+                return None;
+            }
+            let mut seconds = 0i32;
+            for (part, unit) in parts.iter().zip([3600, 60, 1]) {
+                seconds += digits(part)? as i32 * unit;
+            }
+            Some(if *sign == b'-' { -seconds } else { seconds })
+        }
+        _ => return None,
+    };
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    Some((date.and_time(time), zone))
+}
+
+/// The value of a run of ASCII digits; `None` if one is not a digit.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |value, b| {
+        b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast ISO readers agree with chrono's format-string parsing, and leave to it what they
+    /// do not read.
+    #[test]
+    fn iso_dates_and_timestamps_read_as_chrono_reads_them() {
+        for text in ["2024-02-29", "0001-01-01", "9999-12-31"] {
+            assert_eq!(
+                parse_iso_date(text),
+                NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+                "{text}"
+            );
+        }
+        for text in [
+            "2023-02-29",
+            "2024-1-01",
+            "10000-01-01",
+            "2024-01-01 BC",
+            "infinity",
+        ] {
+            assert_eq!(parse_iso_date(text), None, "{text}");
+        }
+        for text in [
+            "2024-01-01 00:00:00",
+            "2024-01-01 10:11:12.5",
+            "2024-01-01 10:11:12.123456",
+        ] {
+            let expected = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok();
+            assert_eq!(
+                parse_iso_timestamp(text).map(|(at, _)| at),
+                expected,
+                "{text}"
+            );
+        }
+        for text in [
+            "2024-01-01 00:00:00+00",
+            "2024-06-30 23:59:59.999999-07",
+            "1900-01-01 12:00:00+05:45",
+            "1890-01-01 12:00:00+00:53:28",
+        ] {
+            let expected =
+                chrono::DateTime::parse_from_str(&format!("{text}00"), "%Y-%m-%d %H:%M:%S%.f%z")
+                    .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%z"))
+                    .ok();
+            let fast = parse_iso_timestamp(text).and_then(|(at, zone)| {
+                at.and_local_timezone(chrono::FixedOffset::east_opt(zone?)?)
+                    .single()
+            });
+            if let Some(expected) = expected {
+                assert_eq!(fast, Some(expected), "{text}");
+            }
+            assert!(fast.is_some(), "{text}");
+        }
+        for text in [
+            "2024-01-01T00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01 00:00:00.",
+            "x",
+        ] {
+            assert_eq!(parse_iso_timestamp(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn values_convert_from_their_text() {
+        let date = DataType::Date;
+        assert_eq!(
+            convert(Some("2024-03-01"), &date, false),
+            Ok(Value::Date(
+                NaiveDate::from_ymd_opt(2024, 3, 1).expect("valid")
+            ))
+        );
+        assert!(convert(Some("infinity"), &date, false).is_err());
+        let money = DataType::Decimal {
+            precision: None,
+            scale: Some(2),
+        };
+        assert_eq!(
+            convert(Some("$1,234.50"), &money, false),
+            Ok(Value::Decimal("1234.50".parse().expect("valid")))
+        );
+        let zoned = convert(
+            Some("2024-01-01 10:00:00+02"),
+            &DataType::TimestampTz,
+            false,
+        );
+        assert_eq!(
+            zoned,
+            Ok(Value::TimestampTz(
+                chrono::DateTime::parse_from_rfc3339("2024-01-01T10:00:00+02:00").expect("valid")
+            ))
+        );
+    }
 }

@@ -557,7 +557,7 @@ fn delete_row(
                 .find(|c| c.name == column.name)
                 .and_then(|c| c.data_type.as_ref().ok())
                 .ok_or_else(|| ConnectorError::internal(format!("key column `{}`", column.name)))?;
-            values[index] = convert(value.clone(), data_type, false)
+            values[index] = convert(value.as_deref(), data_type, false)
                 .map_err(|m| ConnectorError::user(format!("key column `{}`: {m}", column.name)))?;
         }
     }

@@ -10,37 +10,101 @@
 //! (by target column name, in a fixed order) and the target list: equal hashes mean "nothing to
 //! write", and a row that moves to another list always hashes differently.
 
+use std::fmt::Write as _;
+
+use chrono::{Datelike as _, NaiveDate, NaiveTime, Timelike as _};
 use sha2::{Digest, Sha256};
 use syncbridge_api::Value;
 
 /// Renders a value as canonical text (the same value always gives the same text, whatever source
 /// it came from): decimals normalized, timestamps with zone in UTC, JSON with sorted keys.
 pub fn canonical_text(value: &Value) -> Option<String> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(v) => v.to_string(),
-        Value::Int(v) => v.to_string(),
+    let mut out = String::new();
+    write_canonical(&mut out, value).then_some(out)
+}
+
+/// Appends the canonical text of a value to `out`; `false` (and nothing appended) for NULL.
+/// Hashing every pushed value of every row goes through here, so it writes into the caller's
+/// buffer and formats dates and times by hand (chrono's `format` interprets its pattern on
+/// every call); the output is the same as `%Y-%m-%d`, `%H:%M:%S%.f` and
+/// `%Y-%m-%dT%H:%M:%S%.f`, which it falls back to for years outside 0–9999 and leap seconds.
+pub fn write_canonical(out: &mut String, value: &Value) -> bool {
+    // Writing to a String cannot fail.
+    let _ = match value {
+        Value::Null => return false,
+        Value::Bool(v) => write!(out, "{v}"),
+        Value::Int(v) => write!(out, "{v}"),
         Value::Float(v) => {
             if *v == 0.0 {
-                "0".to_owned() // -0.0 and 0.0 are the same number
+                out.push('0'); // -0.0 and 0.0 are the same number
+                Ok(())
             } else {
-                v.to_string()
+                write!(out, "{v}")
             }
         }
-        Value::Decimal(v) => v.normalized().to_string(),
-        Value::Text(v) => v.clone(),
-        Value::Bytes(v) => hex::encode(v),
-        Value::Date(v) => v.format("%Y-%m-%d").to_string(),
-        Value::Time(v) => v.format("%H:%M:%S%.f").to_string(),
-        Value::Timestamp(v) => v.format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
-        Value::TimestampTz(v) => v
-            .with_timezone(&chrono::Utc)
-            .format("%Y-%m-%dT%H:%M:%S%.fZ")
-            .to_string(),
-        Value::Uuid(v) => v.hyphenated().to_string(),
+        Value::Decimal(v) => write!(out, "{}", v.normalized()),
+        Value::Text(v) => {
+            out.push_str(v);
+            Ok(())
+        }
+        Value::Bytes(v) => {
+            out.push_str(&hex::encode(v));
+            Ok(())
+        }
+        Value::Date(v) => write_date(out, v),
+        Value::Time(v) => write_time(out, v),
+        Value::Timestamp(v) => write_date(out, &v.date()).and_then(|()| {
+            out.push('T');
+            write_time(out, &v.time())
+        }),
+        Value::TimestampTz(v) => {
+            let utc = v.naive_utc();
+            write_date(out, &utc.date()).and_then(|()| {
+                out.push('T');
+                write_time(out, &utc.time())?;
+                out.push('Z');
+                Ok(())
+            })
+        }
+        Value::Uuid(v) => write!(out, "{}", v.hyphenated()),
         // serde_json's map is ordered by key, so this is canonical.
-        Value::Json(v) => v.to_string(),
-    })
+        Value::Json(v) => write!(out, "{v}"),
+    };
+    true
+}
+
+/// `%Y-%m-%d`.
+fn write_date(out: &mut String, date: &NaiveDate) -> std::fmt::Result {
+    let year = date.year();
+    if (0..=9999).contains(&year) {
+        write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day())
+    } else {
+        write!(out, "{}", date.format("%Y-%m-%d"))
+    }
+}
+
+/// `%H:%M:%S%.f`: the fraction with 3, 6 or 9 digits, as many as it needs, or none.
+fn write_time(out: &mut String, time: &NaiveTime) -> std::fmt::Result {
+    let nanos = time.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return write!(out, "{}", time.format("%H:%M:%S%.f")); // a leap second
+    }
+    write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        time.hour(),
+        time.minute(),
+        time.second()
+    )?;
+    if nanos == 0 {
+        Ok(())
+    } else if nanos.is_multiple_of(1_000_000) {
+        write!(out, ".{:03}", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        write!(out, ".{:06}", nanos / 1_000)
+    } else {
+        write!(out, ".{nanos:09}")
+    }
 }
 
 /// Escapes one identity component.
@@ -73,11 +137,16 @@ pub fn source_identity<'a>(key_values: impl IntoIterator<Item = &'a Value>) -> S
 
 /// SHA-256 (hex) of the key strategy and the identity.
 pub fn source_identity_hash(strategy: &str, identity: &str) -> String {
+    hex::encode(source_identity_digest(strategy, identity))
+}
+
+/// [`source_identity_hash`] as bytes.
+pub fn source_identity_digest(strategy: &str, identity: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(strategy.as_bytes());
     hasher.update([0u8]);
     hasher.update(identity.as_bytes());
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 fn type_tag(value: &Value) -> u8 {
@@ -109,19 +178,27 @@ pub fn content_hash<'a>(
     target_list: &str,
     fields: impl IntoIterator<Item = (&'a str, &'a Value)>,
 ) -> String {
+    hex::encode(content_digest(target_list, fields))
+}
+
+/// [`content_hash`] as bytes.
+pub fn content_digest<'a>(
+    target_list: &str,
+    fields: impl IntoIterator<Item = (&'a str, &'a Value)>,
+) -> [u8; 32] {
     let mut fields: Vec<(&str, &Value)> = fields.into_iter().collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
     let mut hasher = Sha256::new();
     update_framed(&mut hasher, target_list.as_bytes());
+    let mut text = String::with_capacity(64);
     for (name, value) in fields {
         update_framed(&mut hasher, name.as_bytes());
         hasher.update([type_tag(value)]);
-        update_framed(
-            &mut hasher,
-            canonical_text(value).unwrap_or_default().as_bytes(),
-        );
+        text.clear();
+        write_canonical(&mut text, value);
+        update_framed(&mut hasher, text.as_bytes());
     }
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 #[cfg(test)]
@@ -156,6 +233,49 @@ mod tests {
         }
         out.push(if is_null { None } else { Some(current) });
         out
+    }
+
+    /// The canonical text of dates and times as chrono's `format` wrote it before.
+    fn chrono_text(value: &Value) -> String {
+        match value {
+            Value::Date(v) => v.format("%Y-%m-%d").to_string(),
+            Value::Time(v) => v.format("%H:%M:%S%.f").to_string(),
+            Value::Timestamp(v) => v.format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+            Value::TimestampTz(v) => v
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%S%.fZ")
+                .to_string(),
+            other => panic!("not a date or time: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dates_and_times_read_as_chrono_wrote_them() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("valid");
+        let time = |h, m, s, n| NaiveTime::from_hms_nano_opt(h, m, s, n).expect("valid");
+        let values = [
+            Value::Date(date(2024, 2, 29)),
+            Value::Date(date(1, 1, 1)),
+            Value::Date(date(-44, 3, 15)),
+            Value::Date(date(12345, 12, 31)),
+            Value::Time(time(0, 0, 0, 0)),
+            Value::Time(time(23, 59, 59, 5_000_000)),
+            Value::Time(time(1, 2, 3, 120_000)),
+            Value::Time(time(1, 2, 3, 7)),
+            Value::Time(time(23, 59, 59, 1_500_000_000)), // a leap second
+            Value::Timestamp(date(9999, 12, 31).and_time(time(23, 59, 59, 999_999_999))),
+            Value::Timestamp(date(10000, 1, 1).and_time(time(0, 0, 0, 0))),
+            Value::TimestampTz(
+                chrono::DateTime::parse_from_rfc3339("2024-01-01T00:30:00.25+05:45")
+                    .expect("valid"),
+            ),
+        ];
+        for value in &values {
+            assert_eq!(
+                canonical_text(value).as_deref(),
+                Some(chrono_text(value).as_str())
+            );
+        }
     }
 
     #[test]
@@ -242,6 +362,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn timestamps_read_as_chrono_wrote_them(
+            seconds in -80_000_000_000i64..300_000_000_000,
+            nanos in prop_oneof![Just(0u32), (0u32..1000).prop_map(|m| m * 1_000_000),
+                                 (0u32..1_000_000).prop_map(|u| u * 1000), 0u32..1_000_000_000],
+            offset in -50_000i32..50_000,
+        ) {
+            let utc = chrono::DateTime::from_timestamp(seconds, nanos).expect("in range");
+            let zone = chrono::FixedOffset::east_opt(offset).expect("valid offset");
+            for value in [
+                Value::Date(utc.date_naive()),
+                Value::Time(utc.time()),
+                Value::Timestamp(utc.naive_utc()),
+                Value::TimestampTz(utc.with_timezone(&zone)),
+            ] {
+                prop_assert_eq!(canonical_text(&value), Some(chrono_text(&value)));
+            }
+        }
+
         #[test]
         fn identity_encoding_round_trips(parts in proptest::collection::vec(component(), 1..5)) {
             let values: Vec<Value> = parts.iter().map(|p| p.clone().map_or(Value::Null, Value::Text)).collect();

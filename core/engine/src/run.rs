@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use syncbridge_api::{
-    CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId, Position,
-    ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter, TableRef, Value,
-    WasmRef, WriteOp, WriteOutcome,
+    BatchStream, CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId,
+    Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter, TableRef,
+    Value, WasmRef, WriteOp, WriteOutcome,
 };
 use syncbridge_store::definitions::{RunDefinition, load_run_definition, sync_names};
 use syncbridge_store::runtime::{self, LedgerRow, LedgerWrite, NewFailure, RunCounters};
@@ -30,7 +31,9 @@ use syncbridge_store::{Id, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::{source_config, target_config};
-use crate::identity::{content_hash, source_identity, source_identity_hash};
+use crate::identity::{
+    content_digest, source_identity, source_identity_digest, source_identity_hash,
+};
 use crate::mapping::{Mapper, MappingSpec};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
 use crate::router::CelRouter;
@@ -273,6 +276,64 @@ impl Drop for InFlight {
                 job.handle.abort();
             }
         }
+    }
+}
+
+/// Source batches read ahead of the one being processed. The source's next query (and the
+/// decoding of its rows) then overlaps mapping, hashing and planning, instead of waiting for
+/// them; memory grows by at most this many batches.
+const BATCHES_READ_AHEAD: usize = 2;
+
+/// A source stream driven by a task of its own, [`BATCHES_READ_AHEAD`] batches ahead of the
+/// run. Dropping it stops the task (and drops the source's stream) at once.
+struct ReadAhead {
+    batches: tokio::sync::mpsc::Receiver<Result<RowBatch, ConnectorError>>,
+    task: tokio::task::JoinHandle<()>,
+    ended: bool,
+}
+
+impl ReadAhead {
+    fn start(mut stream: BatchStream) -> Self {
+        let (sender, batches) = tokio::sync::mpsc::channel(BATCHES_READ_AHEAD);
+        let task = tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Self {
+            batches,
+            task,
+            ended: false,
+        }
+    }
+
+    /// The next batch; `None` at the end of the stream. A read task that died (a panic in the
+    /// source) is an error, never a silent end: a full read taken as complete would delete rows.
+    async fn next(&mut self) -> Option<Result<RowBatch, ConnectorError>> {
+        if self.ended {
+            return None;
+        }
+        match self.batches.recv().await {
+            Some(batch) => Some(batch),
+            None => {
+                self.ended = true;
+                match (&mut self.task).await {
+                    Ok(()) => None,
+                    Err(error) => Some(Err(ConnectorError::internal(format!(
+                        "reading the source failed: {error}"
+                    )))),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -802,7 +863,8 @@ struct RunState<'a> {
     instance_id: Id,
     counters: RunCounters,
     planned: Vec<PlannedChange>,
-    /// Identity hashes read this run (first 16 bytes), for finding deletes after a full scan.
+    /// Identity hashes met before the digest was loaded (first 16 bytes): dead letters retried
+    /// ahead of the read, or rows read before a restart. Folded into the digest when it loads.
     seen: HashSet<[u8; 16]>,
     /// Identity hashes with an open dead-letter entry, resolved when the row syncs.
     open_failures: HashSet<String>,
@@ -815,68 +877,85 @@ struct RunState<'a> {
     read_restarted: bool,
 }
 
-/// A compact copy of the ledger's synced items, loaded once at the start of a full read: an
-/// unchanged row is then recognised in memory instead of by a query per batch, which dominated
-/// no-change full scans once the ledger outgrew SQLite's page cache. Only *unchanged* is decided
-/// here; any other row goes through the ledger as before (and leaves the digest, so a second
-/// occurrence of the identity in the same read cannot be judged on stale data). Identity and
-/// content hashes are kept as their first 16 bytes (128 bits), about 60 bytes an item.
+/// A compact copy of the ledger, loaded once at the start of a full read. It decides two things
+/// without a ledger query per batch, which dominated no-change full scans:
+/// - *unchanged*: a row whose identity is synced to the same list with the same content. Any
+///   other row goes through the ledger as before, and its entry turns stale, so a second
+///   occurrence of the identity in the same read is not judged on old data;
+/// - *vanished*: entries no row of the read touched; when there are none, the ledger is not
+///   paged again to look for deletes.
+///
+/// Identity and content hashes are kept as their first 16 bytes (128 bits), about 40 bytes an
+/// item with the map's overhead.
 #[derive(Debug, Default)]
 struct LedgerDigest {
     lists: Vec<String>,
-    items: HashMap<[u8; 16], DigestItem>,
+    items: FxHashMap<[u8; 16], DigestItem>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct DigestItem {
     content: [u8; 16],
+    /// Index into [`LedgerDigest::lists`]; `u32::MAX` when the row names no list.
     list: u32,
+    /// Synced, and not touched by this read yet: can still be judged unchanged.
+    usable: bool,
+    /// A row of this read had this identity.
+    seen: bool,
 }
 
 impl LedgerDigest {
-    async fn load(store: &Store, sync_def_id: Id) -> Result<Self, EngineError> {
-        let mut digest = LedgerDigest::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = runtime::ledger_page(store, sync_def_id, after.as_deref(), 5000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.source_identity_hash.clone());
-            for row in page {
-                let (Some(list), Some(_), Some(content)) = (
-                    row.sp_list_id.as_deref(),
-                    row.sp_item_id,
-                    row.content_hash.as_deref(),
-                ) else {
-                    continue;
-                };
-                if row.sync_state != "SYNCED" {
-                    continue;
-                }
-                let list = match digest.lists.iter().position(|l| l == list) {
-                    Some(index) => index,
-                    None => {
-                        digest.lists.push(list.to_owned());
-                        digest.lists.len() - 1
-                    }
-                } as u32;
-                digest.items.insert(
-                    hash_prefix(&row.source_identity_hash),
-                    DigestItem {
-                        content: hash_prefix(content),
-                        list,
-                    },
-                );
-            }
+    /// `lists`: the run's target lists; only rows synced to one of them can be unchanged.
+    async fn load(store: &Store, sync_def_id: Id, lists: Vec<String>) -> Result<Self, EngineError> {
+        let mut items = FxHashMap::default();
+        let names: Vec<&str> = lists.iter().map(String::as_str).collect();
+        runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
+            let (list, content) = match row.synced_to {
+                Some((list, content)) => (list as u32, Some(hash_prefix(content))),
+                None => (u32::MAX, None),
+            };
+            items.insert(
+                hash_prefix(row.identity_hash_prefix),
+                DigestItem {
+                    content: content.unwrap_or_default(),
+                    list,
+                    usable: content.is_some(),
+                    seen: false,
+                },
+            );
+        })
+        .await?;
+        Ok(Self { lists, items })
+    }
+
+    /// Notes that a row of the read had this identity.
+    fn see(&mut self, identity: &[u8; 16]) {
+        if let Some(item) = self.items.get_mut(identity) {
+            item.seen = true;
         }
-        Ok(digest)
+    }
+
+    /// Whether some ledger row was not touched by the read (a delete candidate).
+    fn any_unseen(&self) -> bool {
+        self.items.values().any(|item| !item.seen)
     }
 }
 
+/// The first 16 bytes of a SHA-256.
+fn prefix(hash: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash[..16]);
+    out
+}
+
+/// The first 16 bytes of a hex SHA-256 (zeros for text that is not hex: such a hash matches
+/// nothing real).
 fn hash_prefix(hash: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
-    if let Ok(bytes) = hex::decode(hash.get(..32).unwrap_or(hash)) {
-        let n = bytes.len().min(16);
-        out[..n].copy_from_slice(&bytes[..n]);
+    if let Some(prefix) = hash.get(..32)
+        && hex::decode_to_slice(prefix, &mut out).is_err()
+    {
+        out = [0u8; 16];
     }
     out
 }
@@ -1305,7 +1384,7 @@ impl<'a> RunState<'a> {
                 .map(Position)
         };
         if self.options.full || full_scan {
-            self.digest = Some(LedgerDigest::load(&self.engine.store, self.def.id).await?);
+            self.load_digest().await?;
         }
         let expected_rows = match (&self.options.progress, &from) {
             (Some(_), None) => self.expected_rows(source).await,
@@ -1321,7 +1400,7 @@ impl<'a> RunState<'a> {
             let current: &dyn ErasedSource = replacement.as_deref().unwrap_or(source);
             let request = self.read_request(from.clone(), mapper);
             let mut stream = match current.read(request.clone()).await {
-                Ok(stream) => stream,
+                Ok(stream) => ReadAhead::start(stream),
                 Err(error)
                     if error.is_full_read_required() && from.is_some() && !self.read_restarted =>
                 {
@@ -1343,8 +1422,7 @@ impl<'a> RunState<'a> {
                     self.read_restarted = true;
                     from = None;
                     if self.digest.is_none() {
-                        self.digest =
-                            Some(LedgerDigest::load(&self.engine.store, self.def.id).await?);
+                        self.load_digest().await?;
                     }
                     continue 'instances;
                 }
@@ -1593,7 +1671,7 @@ impl<'a> RunState<'a> {
                         .as_deref()
                         .map(|i| source_identity_hash(&self.def.key_strategy, i));
                     if let Some(hash) = &hash {
-                        self.seen.insert(hash_prefix(hash));
+                        self.see(hash);
                         self.settle(hash, reading).await?;
                     }
                     self.dead_letter(
@@ -1624,8 +1702,7 @@ impl<'a> RunState<'a> {
                 .await?;
                 continue;
             };
-            let hash = source_identity_hash(&self.def.key_strategy, &identity);
-            self.seen.insert(hash_prefix(&hash));
+            let identity_digest = source_identity_digest(&self.def.key_strategy, &identity);
             let target = match router.map(|r| r.route(&[mapped.view()]).remove(0)) {
                 None | Some(RouteDecision::Default) => self.default_target(),
                 Some(RouteDecision::Target(name)) => {
@@ -1635,6 +1712,8 @@ impl<'a> RunState<'a> {
                     }
                 }
                 Some(RouteDecision::Failed(error)) => {
+                    let hash = hex::encode(identity_digest);
+                    self.see(&hash);
                     self.settle(&hash, reading).await?;
                     let normalized = serde_json::to_value(&mapped.fields).ok();
                     self.dead_letter(
@@ -1652,19 +1731,23 @@ impl<'a> RunState<'a> {
                 }
             };
             let list_id = &self.targets[target].collection.id;
-            let content = content_hash(list_id, mapped.fields.iter().map(|(k, v)| (k.as_str(), v)));
+            let content =
+                content_digest(list_id, mapped.fields.iter().map(|(k, v)| (k.as_str(), v)));
+            if self.digest_says_unchanged(&identity_digest, target, &content) {
+                self.counters.unchanged += 1;
+                continue;
+            }
             prepared.push(Prepared {
                 identity,
-                hash,
+                hash: hex::encode(identity_digest),
                 target,
                 fields: mapped.fields,
-                content_hash: content,
+                content_hash: hex::encode(content),
                 raw: row.clone(),
                 columns: columns.clone(),
             });
         }
 
-        let prepared = self.skip_unchanged(prepared);
         let mut hashes: Vec<String> = prepared.iter().map(|p| p.hash.clone()).collect();
         hashes.extend(deletes.iter().cloned());
         if hashes.iter().any(|h| self.in_flight.hashes.contains(h)) {
@@ -1721,30 +1804,58 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// Counts the rows the digest shows unchanged and returns the others.
-    fn skip_unchanged(&mut self, prepared: Vec<Prepared>) -> Vec<Prepared> {
+    /// Whether the digest of a full read shows this row synced as it is; notes the identity as
+    /// met either way, and a row that is not left alone turns its entry stale (a second row
+    /// with the identity in the same read goes through the ledger).
+    fn digest_says_unchanged(
+        &mut self,
+        identity: &[u8; 32],
+        target: usize,
+        content: &[u8; 32],
+    ) -> bool {
         let Some(digest) = self.digest.as_mut() else {
-            return prepared;
+            self.seen.insert(prefix(identity));
+            return false;
         };
-        let mut rest = Vec::with_capacity(prepared.len());
-        for row in prepared {
-            let key = hash_prefix(&row.hash);
-            let unchanged = !self.in_flight.hashes.contains(&row.hash)
-                && digest.items.get(&key).is_some_and(|item| {
-                    // As `plan_row` decides Skip for a synced item.
-                    self.mode == Mode::ArchiveOnly
-                        || (digest.lists[item.list as usize]
-                            == self.targets[row.target].collection.id
-                            && item.content == hash_prefix(&row.content_hash))
-                });
-            if unchanged {
-                self.counters.unchanged += 1;
-            } else {
-                digest.items.remove(&key);
-                rest.push(row);
+        let Some(item) = digest.items.get_mut(&prefix(identity)) else {
+            return false; // not in the ledger before this read
+        };
+        item.seen = true;
+        // As `plan_row` decides Skip for a synced item.
+        let unchanged = item.usable
+            && (self.mode == Mode::ArchiveOnly
+                || (digest.lists[item.list as usize] == self.targets[target].collection.id
+                    && item.content == prefix(content)))
+            && (self.in_flight.hashes.is_empty()
+                || !self.in_flight.hashes.contains(&hex::encode(identity)));
+        item.usable = unchanged;
+        unchanged
+    }
+
+    /// Loads the ledger digest for a full read, with the identities met before it.
+    async fn load_digest(&mut self) -> Result<(), EngineError> {
+        let lists = self
+            .targets
+            .iter()
+            .map(|t| t.collection.id.clone())
+            .collect();
+        let mut digest = LedgerDigest::load(&self.engine.store, self.def.id, lists).await?;
+        for identity in self.seen.drain() {
+            digest.see(&identity);
+        }
+        self.digest = Some(digest);
+        Ok(())
+    }
+
+    /// Notes that a row with this identity hash was met in this run (it is not a delete).
+    fn see(&mut self, hash: &str) {
+        let identity = hash_prefix(hash);
+        match self.digest.as_mut() {
+            Some(digest) => digest.see(&identity),
+            None => {
+                self.seen.insert(identity);
             }
         }
-        rest
     }
 
     fn record_plan(&mut self, row: &Prepared, planned: &Planned) {
@@ -2056,6 +2167,9 @@ impl<'a> RunState<'a> {
         if !deletes_vanished_rows(self.mode) {
             return Ok(());
         }
+        if self.digest.as_ref().is_some_and(|d| !d.any_unseen()) {
+            return Ok(()); // every ledger row was met: nothing vanished
+        }
         let mut after: Option<String> = None;
         loop {
             let page =
@@ -2064,7 +2178,13 @@ impl<'a> RunState<'a> {
             let Some(last) = page.last() else { break };
             after = Some(last.source_identity_hash.clone());
             for row in page {
-                if !self.seen.contains(&hash_prefix(&row.source_identity_hash)) {
+                let identity = hash_prefix(&row.source_identity_hash);
+                let vanished = match &self.digest {
+                    // A row missing from the digest was written by this run.
+                    Some(digest) => digest.items.get(&identity).is_some_and(|item| !item.seen),
+                    None => !self.seen.contains(&identity),
+                };
+                if vanished {
                     self.plan_delete(&row).await?;
                 }
             }

@@ -369,7 +369,7 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
     sqlx::raw_sql(
         "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
-         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;",
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 12000) g;",
     )
     .execute(&mut db)
     .await
@@ -394,7 +394,9 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
 
     let cut = relay.cutter();
     let progress: syncbridge_engine::run::ProgressFn = Arc::new(move |progress| {
-        if progress.counters.processed >= 50 {
+        // The source reads pages of 10,000 rows: the cut falls inside the first, so the
+        // second page's query meets the lost instance.
+        if progress.counters.processed >= 2000 {
             cut();
         }
     });
@@ -402,7 +404,7 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
         .run(
             "items",
             &RunOptions {
-                batch_size: 10,
+                batch_size: 1000,
                 progress: Some(progress),
                 ..RunOptions::default()
             },
@@ -412,13 +414,13 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     assert!(relay.is_cut());
     assert_eq!(
         (report.created, report.failed, report.deleted),
-        (200, 0, 0),
+        (12000, 0, 0),
         "{report:?}"
     );
     let mut titles = list_items(&emulator, "Items");
     titles.sort();
     titles.dedup();
-    assert_eq!(titles.len(), 200, "every row exactly once");
+    assert_eq!(titles.len(), 12000, "every row exactly once");
     let run_id = report
         .run_id
         .as_deref()

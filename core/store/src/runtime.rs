@@ -256,6 +256,141 @@ pub async fn ledger_page(
         .map_err(StoreError::query("paging the ledger"))
 }
 
+/// What a full read needs to know of one ledger row: whether a source row with this identity
+/// is unchanged, and which ledger rows the read did not meet (deletes). Hashes are given as
+/// hex prefixes (the first 32 characters, 128 bits), borrowed from the page being read, so
+/// visiting a million rows allocates nothing per row.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerDigestRow<'a> {
+    pub identity_hash_prefix: &'a str,
+    /// `SYNCED`, with an item, in one of the lists asked about: that list's index and the
+    /// content hash prefix. `None` for any other row (it cannot be left alone as it is).
+    pub synced_to: Option<(usize, &'a str)>,
+}
+
+/// Rows of [`visit_ledger_digest`] per SQLite query.
+const DIGEST_ROWS_PER_PAGE: i64 = 20_000;
+
+/// The most lists [`visit_ledger_digest`] tells apart (one letter each); rows synced to any
+/// other list come without `synced_to`.
+pub const DIGEST_MAX_LISTS: usize = 26;
+
+/// Calls `visit` for every ledger row of a definition, in no particular order; `lists` are the
+/// lists whose synced rows come with their content hash.
+///
+/// SQLite: the table is read in rowid order (`NOT INDEXED`), a page at a time, each page as one
+/// string of fixed-width records (identity prefix, then `-`, or a list letter and the content
+/// prefix). Following the identity index would visit the table's pages in hash order, a random
+/// page read per row; the driver hands every result row from its worker thread as a message of
+/// its own, which cost more than reading the rows; and the fixed-width records took half the
+/// time of a JSON array, on either side. PostgreSQL streams one query.
+pub async fn visit_ledger_digest(
+    store: &Store,
+    sync_def_id: Id,
+    lists: &[&str],
+    mut visit: impl FnMut(LedgerDigestRow<'_>),
+) -> Result<(), StoreError> {
+    let failed = |source: sqlx::Error| StoreError::Query {
+        doing: "reading the ledger",
+        source,
+    };
+    let lists = &lists[..lists.len().min(DIGEST_MAX_LISTS)];
+    match store.pool() {
+        StorePool::Sqlite(pool) => {
+            let letters: String = lists
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!("WHEN ? THEN '{}' ", (b'A' + i as u8) as char))
+                .collect();
+            let mark = if lists.is_empty() {
+                "'-'".to_owned()
+            } else {
+                format!(
+                    "CASE WHEN sync_state = 'SYNCED' AND sp_item_id IS NOT NULL AND length(content_hash) >= 32
+                          THEN CASE sp_list_id {letters}ELSE '-' END ELSE '-' END"
+                )
+            };
+            let sql = format!(
+                "SELECT max(rowid), group_concat(substr(hash, 1, 32) || mark ||
+                        CASE mark WHEN '-' THEN '' ELSE substr(content, 1, 32) END, '')
+                   FROM (SELECT rowid, source_identity_hash AS hash, content_hash AS content, {mark} AS mark
+                           FROM sync_ledger NOT INDEXED WHERE rowid > ? AND sync_def_id = ?
+                          ORDER BY rowid LIMIT ?)"
+            );
+            let mut after: i64 = 0;
+            loop {
+                let mut query = sqlx::query_as::<_, (Option<i64>, Option<String>)>(&sql);
+                for list in lists {
+                    query = query.bind(*list);
+                }
+                let (last, page) = query
+                    .bind(after)
+                    .bind(sync_def_id)
+                    .bind(DIGEST_ROWS_PER_PAGE)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(failed)?;
+                let Some(last) = last else { break };
+                after = last;
+                let mut rest = page.as_deref().unwrap_or_default();
+                while !rest.is_empty() {
+                    let malformed = || {
+                        failed(sqlx::Error::Decode(
+                            "a ledger row's identity or content hash is not SHA-256 hex".into(),
+                        ))
+                    };
+                    let (identity, tail) = rest.split_at_checked(32).ok_or_else(malformed)?;
+                    let (mark, tail) = tail.split_at_checked(1).ok_or_else(malformed)?;
+                    let synced_to = match mark.as_bytes()[0] {
+                        b'-' => {
+                            rest = tail;
+                            None
+                        }
+                        letter => {
+                            let (content, tail) =
+                                tail.split_at_checked(32).ok_or_else(malformed)?;
+                            rest = tail;
+                            Some((usize::from(letter - b'A'), content))
+                        }
+                    };
+                    visit(LedgerDigestRow {
+                        identity_hash_prefix: identity,
+                        synced_to,
+                    });
+                }
+            }
+            Ok(())
+        }
+        StorePool::Postgres(pool) => {
+            use futures::TryStreamExt as _;
+            use sqlx::Row as _;
+            let mut rows = sqlx::query(
+                "SELECT left(source_identity_hash, 32), left(content_hash, 32), sp_list_id,
+                        sync_state = 'SYNCED' AND sp_item_id IS NOT NULL
+                   FROM sync_ledger WHERE sync_def_id = $1",
+            )
+            .bind(sync_def_id)
+            .fetch(pool);
+            while let Some(row) = rows.try_next().await.map_err(failed)? {
+                let content: Option<&str> = row.try_get(1).map_err(failed)?;
+                let list: Option<&str> = row.try_get(2).map_err(failed)?;
+                let synced: bool = row.try_get(3).map_err(failed)?;
+                let list_index = list.and_then(|list| lists.iter().position(|l| *l == list));
+                visit(LedgerDigestRow {
+                    identity_hash_prefix: row.try_get(0).map_err(failed)?,
+                    synced_to: match (synced, list_index, content) {
+                        (true, Some(index), Some(content)) if content.len() == 32 => {
+                            Some((index, content))
+                        }
+                        _ => None,
+                    },
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What to write for one ledger row.
 #[derive(Debug, Clone)]
 pub struct LedgerWrite<'a> {
