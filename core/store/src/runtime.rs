@@ -1,6 +1,8 @@
 //! Typed access to the runtime tables the engine writes: runs, events, the ledger, cursors and
 //! the dead-letter queue.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
@@ -317,21 +319,33 @@ pub async fn visit_ledger_digest(
                            FROM sync_ledger NOT INDEXED WHERE rowid > ? AND sync_def_id = ?
                           ORDER BY rowid LIMIT ?)"
             );
-            let mut after: i64 = 0;
+            // The next page is asked for before this one is taken apart: SQLite's worker thread
+            // builds it meanwhile.
+            let sql: Arc<str> = sql.into();
+            let lists: Arc<[String]> = lists.iter().map(|l| (*l).to_owned()).collect();
+            let fetch = |after: i64| {
+                let (pool, sql, lists) = (pool.clone(), sql.clone(), lists.clone());
+                tokio::spawn(async move {
+                    let mut query = sqlx::query_as::<_, (Option<i64>, Option<String>)>(&sql);
+                    for list in lists.iter() {
+                        query = query.bind(list.as_str());
+                    }
+                    query
+                        .bind(after)
+                        .bind(sync_def_id)
+                        .bind(DIGEST_ROWS_PER_PAGE)
+                        .fetch_one(&pool)
+                        .await
+                })
+            };
+            let mut next = fetch(0);
             loop {
-                let mut query = sqlx::query_as::<_, (Option<i64>, Option<String>)>(&sql);
-                for list in lists {
-                    query = query.bind(*list);
-                }
-                let (last, page) = query
-                    .bind(after)
-                    .bind(sync_def_id)
-                    .bind(DIGEST_ROWS_PER_PAGE)
-                    .fetch_one(pool)
+                let (last, page) = next
                     .await
+                    .map_err(|error| failed(sqlx::Error::Protocol(format!("{error}"))))?
                     .map_err(failed)?;
                 let Some(last) = last else { break };
-                after = last;
+                next = fetch(last);
                 let mut rest = page.as_deref().unwrap_or_default();
                 while !rest.is_empty() {
                     let malformed = || {

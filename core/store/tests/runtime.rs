@@ -179,3 +179,78 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
         );
     }
 }
+
+/// The digest visits every ledger row of the definition once, across SQLite's pages, with the
+/// content hash only for rows synced to a list asked about.
+#[tokio::test]
+async fn the_ledger_digest_visits_every_row_once() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let def = definition(&store).await;
+        let other = {
+            // A second definition's rows stay out of the visit.
+            let other = Id::new();
+            let table: Id = with_pool!(&store, pool => sqlx::query_scalar("SELECT source_table_id FROM sync_definitions WHERE id = $1").bind(def).fetch_one(pool).await)
+                .expect("table");
+            with_pool!(&store, pool => sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
+                     VALUES ($1, 's2', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
+                .bind(other).bind(table).bind(chrono::Utc::now()).execute(pool).await.map(|_| ()))
+            .expect("second definition");
+            other
+        };
+        let run = runtime::start_run(&store, def, "PUSH")
+            .await
+            .expect("start");
+        let rows = 45_000;
+        let hashes: Vec<String> = (0..rows).map(|i| format!("{i:032x}{:032x}", 0)).collect();
+        let contents: Vec<String> = (0..rows)
+            .map(|i| format!("{:032x}{:032x}", i + 1, 0))
+            .collect();
+        let identities: Vec<String> = (0..rows).map(|i| i.to_string()).collect();
+        let writes: Vec<LedgerWrite<'_>> = (0..rows)
+            .map(|i| LedgerWrite {
+                sync_def_id: if i == 7 { other } else { def },
+                source_identity: &identities[i],
+                source_identity_hash: &hashes[i],
+                key_strategy: "PRIMARY_KEY",
+                source_instance_id: None,
+                // Every third row in list b, one row pending, the rest synced to list a.
+                sp_list_id: Some(if i % 3 == 0 { "list-b" } else { "list-a" }),
+                sp_item_id: (i != 5).then_some(i as i64),
+                content_hash: Some(&contents[i]),
+                sync_state: if i == 5 { "PENDING_CREATE" } else { "SYNCED" },
+                pending_list_id: None,
+                sync_target_id: None,
+                run_id: run,
+            })
+            .collect();
+        runtime::put_ledger_many(&store, &writes)
+            .await
+            .expect("ledger");
+        let mut seen = std::collections::HashMap::new();
+        runtime::visit_ledger_digest(&store, def, &["list-x", "list-a"], |row| {
+            let previous = seen.insert(
+                row.identity_hash_prefix.to_owned(),
+                row.synced_to
+                    .map(|(list, content)| (list, content.to_owned())),
+            );
+            assert!(previous.is_none(), "visited twice");
+        })
+        .await
+        .expect("digest");
+        assert_eq!(seen.len(), rows - 1, "{backend}");
+        for i in [0, 1, 2, 5, 7, 20_001, 44_999] {
+            let expected: Option<Option<(usize, String)>> = match i {
+                7 => None,
+                5 => Some(None),
+                i if i % 3 == 0 => Some(None),
+                i => Some(Some((1, contents[i][..32].to_owned()))),
+            };
+            assert_eq!(
+                seen.get(&hashes[i][..32]).cloned(),
+                expected,
+                "{backend} row {i}"
+            );
+        }
+    }
+}
