@@ -4,6 +4,8 @@
 //! field. Transforms run in mapping order; a rule that fails fails the row (it goes to the
 //! dead-letter queue with the rule's message), never the batch.
 
+use std::sync::Arc;
+
 use syncbridge_api::{FieldRule, Registry, Row, RowView, RuleError, Value, WasmRef};
 
 use crate::rules::{build_rule, parse_rule_spec, unquote};
@@ -77,7 +79,8 @@ impl std::fmt::Debug for Mapper {
 /// the fields to push (by target column).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedRow {
-    pub source_columns: Vec<String>,
+    /// Shared by the rows of a batch.
+    pub source_columns: Arc<[String]>,
     pub source_values: Vec<Value>,
     pub fields: Vec<(String, Value)>,
 }
@@ -154,11 +157,12 @@ impl Mapper {
                 }
             }
         }
+        let shared: Arc<[String]> = columns.into();
         let mut mapped: Vec<Result<MappedRow, RuleError>> = rows
             .iter()
             .map(|row| {
                 Ok(MappedRow {
-                    source_columns: columns.to_vec(),
+                    source_columns: shared.clone(),
                     source_values: row.values.clone(),
                     fields: Vec::with_capacity(self.mappings.len()),
                 })

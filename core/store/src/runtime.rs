@@ -270,8 +270,11 @@ pub struct LedgerDigestRow<'a> {
     pub synced_to: Option<(usize, &'a str)>,
 }
 
-/// Rows of [`visit_ledger_digest`] per SQLite query.
+/// Rowids of [`visit_ledger_digest`] per SQLite query.
 const DIGEST_ROWS_PER_PAGE: i64 = 20_000;
+
+/// SQLite queries of [`visit_ledger_digest`] under way at once (the pool has four connections).
+const DIGEST_PAGES_AT_ONCE: usize = 3;
 
 /// The most lists [`visit_ledger_digest`] tells apart (one letter each); rows synced to any
 /// other list come without `synced_to`.
@@ -313,39 +316,48 @@ pub async fn visit_ledger_digest(
                 )
             };
             let sql = format!(
-                "SELECT max(rowid), group_concat(substr(hash, 1, 32) || mark ||
+                "SELECT group_concat(substr(hash, 1, 32) || mark ||
                         CASE mark WHEN '-' THEN '' ELSE substr(content, 1, 32) END, '')
-                   FROM (SELECT rowid, source_identity_hash AS hash, content_hash AS content, {mark} AS mark
-                           FROM sync_ledger NOT INDEXED WHERE rowid > ? AND sync_def_id = ?
-                          ORDER BY rowid LIMIT ?)"
+                   FROM (SELECT source_identity_hash AS hash, content_hash AS content, {mark} AS mark
+                           FROM sync_ledger NOT INDEXED WHERE rowid > ? AND rowid <= ? AND sync_def_id = ?)"
             );
-            // The next page is asked for before this one is taken apart: SQLite's worker thread
-            // builds it meanwhile.
+            use futures::StreamExt as _;
+            let (low, high): (Option<i64>, Option<i64>) =
+                sqlx::query_as("SELECT min(rowid), max(rowid) FROM sync_ledger")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(failed)?;
+            let (Some(low), Some(high)) = (low, high) else {
+                return Ok(()); // an empty ledger
+            };
+            // Pages are ranges of rowids, independent of each other: several are built at once
+            // on SQLite's worker threads (one per connection) while this task takes them apart
+            // in order.
             let sql: Arc<str> = sql.into();
             let lists: Arc<[String]> = lists.iter().map(|l| (*l).to_owned()).collect();
             let fetch = |after: i64| {
                 let (pool, sql, lists) = (pool.clone(), sql.clone(), lists.clone());
                 tokio::spawn(async move {
-                    let mut query = sqlx::query_as::<_, (Option<i64>, Option<String>)>(&sql);
+                    let mut query = sqlx::query_scalar::<_, Option<String>>(&sql);
                     for list in lists.iter() {
                         query = query.bind(list.as_str());
                     }
                     query
                         .bind(after)
+                        .bind(after.saturating_add(DIGEST_ROWS_PER_PAGE))
                         .bind(sync_def_id)
-                        .bind(DIGEST_ROWS_PER_PAGE)
                         .fetch_one(&pool)
                         .await
                 })
             };
-            let mut next = fetch(0);
-            loop {
-                let (last, page) = next
-                    .await
+            let starts = (low - 1..high).step_by(DIGEST_ROWS_PER_PAGE as usize);
+            let mut pages = futures::stream::iter(starts)
+                .map(fetch)
+                .buffered(DIGEST_PAGES_AT_ONCE);
+            while let Some(page) = pages.next().await {
+                let page = page
                     .map_err(|error| failed(sqlx::Error::Protocol(format!("{error}"))))?
                     .map_err(failed)?;
-                let Some(last) = last else { break };
-                next = fetch(last);
                 let mut rest = page.as_deref().unwrap_or_default();
                 while !rest.is_empty() {
                     let malformed = || {
@@ -361,10 +373,14 @@ pub async fn visit_ledger_digest(
                             None
                         }
                         letter => {
+                            let list = usize::from(letter.wrapping_sub(b'A'));
+                            if list >= lists.len() {
+                                return Err(malformed());
+                            }
                             let (content, tail) =
                                 tail.split_at_checked(32).ok_or_else(malformed)?;
                             rest = tail;
-                            Some((usize::from(letter - b'A'), content))
+                            Some((list, content))
                         }
                     };
                     visit(LedgerDigestRow {
