@@ -337,7 +337,8 @@ impl MySqlSource {
                 "the binary log `{file}` is no longer on {} ({text})",
                 self.address
             ))
-            .with_hint("run the sync with --full to take a new snapshot");
+            .with_hint("a run reads the whole table again and continues from the binary log's end")
+            .requires_full_read();
         }
         classify(&self.address, "reading the binary log", error)
     }

@@ -298,7 +298,8 @@ impl PostgresSource {
                         "replication slot `{slot}` no longer exists on {}",
                         self.address
                     ))
-                    .with_hint("run the sync with --full to take a new snapshot and slot"));
+                    .with_hint("a run reads the whole table again, with a new snapshot and slot")
+                    .requires_full_read());
                 }
                 position
             }

@@ -1404,26 +1404,8 @@ impl<'a> RunState<'a> {
                 Err(error)
                     if error.is_full_read_required() && from.is_some() && !self.read_restarted =>
                 {
-                    tracing::warn!(sync = %self.def.name, %error, "the source cannot continue from its position; reading the whole table again");
-                    if let Some(run_id) = self.run_id {
-                        runtime::add_event(
-                            &self.engine.store,
-                            run_id,
-                            "WARN",
-                            "SOURCE_RESET",
-                            &format!(
-                                "{}; the whole table is read again and vanished rows are deleted",
-                                error.message()
-                            ),
-                            None,
-                        )
-                        .await?;
-                    }
-                    self.read_restarted = true;
+                    self.restart_in_full(&error).await?;
                     from = None;
-                    if self.digest.is_none() {
-                        self.load_digest().await?;
-                    }
                     continue 'instances;
                 }
                 Err(error) => {
@@ -1435,9 +1417,20 @@ impl<'a> RunState<'a> {
                 source: current,
                 request: &request,
             };
+            let resumed = request.from.is_some();
             while let Some(batch) = stream.next().await {
                 let batch = match batch {
                     Ok(batch) => batch,
+                    // A change log found purged once the stream started (MySQL's binary log).
+                    Err(error)
+                        if error.is_full_read_required() && resumed && !self.read_restarted =>
+                    {
+                        drop(stream);
+                        self.drain(0, Some(reading)).await?;
+                        self.restart_in_full(&error).await?;
+                        from = None;
+                        continue 'instances;
+                    }
                     Err(error) => {
                         drop(stream);
                         self.drain(0, Some(reading)).await?;
@@ -1472,6 +1465,32 @@ impl<'a> RunState<'a> {
             self.drain(0, Some(reading)).await?;
             return Ok(true);
         }
+    }
+
+    /// The source cannot continue from its position (its change log was purged past it): the
+    /// read starts over from the beginning, as a full read after which vanished rows are
+    /// deleted, and the run says so with a WARN `SOURCE_RESET` event.
+    async fn restart_in_full(&mut self, error: &ConnectorError) -> Result<(), EngineError> {
+        tracing::warn!(sync = %self.def.name, %error, "the source cannot continue from its position; reading the whole table again");
+        if let Some(run_id) = self.run_id {
+            runtime::add_event(
+                &self.engine.store,
+                run_id,
+                "WARN",
+                "SOURCE_RESET",
+                &format!(
+                    "{}; the whole table is read again and vanished rows are deleted",
+                    error.message()
+                ),
+                None,
+            )
+            .await?;
+        }
+        self.read_restarted = true;
+        if self.digest.is_none() {
+            self.load_digest().await?;
+        }
+        Ok(())
     }
 
     /// What the source noticed while reading (values read as NULL …), as WARN events of the run.

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
+use sqlx::Connection as _;
 use syncbridge_engine::run::RunOptions;
 use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use syncbridge_store::testing::{MariaDatabase, TcpRelay};
@@ -363,6 +364,61 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
         (0, 0, 0, 0),
         "{third:?}"
     );
+
+    // The binary log file the position names is gone (purged, as `expire_logs_days` does) while
+    // rows change: the server refuses to read from it, so the run reads the table again in
+    // full, deletes what vanished, and carries on from the log's end. (The position is pointed
+    // at a file that never existed: purging the shared server's logs would disturb other tests.)
+    let mut meta = sqlx::SqliteConnection::connect(store.url())
+        .await
+        .expect("meta-store");
+    let moved = sqlx::query(
+        "UPDATE sync_cursors SET cursor_value = replace(cursor_value, '\"file\":\"', '\"file\":\"purged-')
+          WHERE cursor_scope = 'SOURCE'",
+    )
+    .execute(&mut meta)
+    .await
+    .expect("cursor");
+    assert_eq!(moved.rows_affected(), 1);
+    db.execute(
+        "DELETE FROM items WHERE id = 4; UPDATE items SET name = 'again' WHERE id = 5;
+         INSERT INTO items VALUES (9, 'item 9');",
+    );
+    let reset = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("the run reads the table again");
+    assert_eq!(
+        (reset.created, reset.updated, reset.deleted, reset.failed),
+        (1, 1, 1, 0),
+        "{reset:?}"
+    );
+    assert_eq!(
+        titles(&emulator, "Items"),
+        ["again", "item 3", "item 6", "item 7", "item 9", "renamed"]
+    );
+    let run_id = reset
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    let events = syncbridge_store::runtime::run_events(&store, run_id)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|(severity, kind, message)| severity == "WARN"
+                && kind == "SOURCE_RESET"
+                && message.contains("no longer on")),
+        "{events:?}"
+    );
+    db.execute("UPDATE items SET name = 'once more' WHERE id = 6;");
+    let after = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("stream run");
+    assert_eq!((after.processed, after.updated), (1, 1), "{after:?}");
 }
 
 /// The handover from snapshot to stream loses nothing: rows inserted and changed while the

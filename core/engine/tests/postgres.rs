@@ -560,6 +560,63 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     .expect("pending");
     assert_eq!(pending, 0, "acknowledged changes were released");
 
+    // The slot is lost (dropped by an administrator) while rows change: the next run cannot
+    // continue from its position, reads the table again in full with a new slot, and deletes
+    // what vanished meanwhile.
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(&slot)
+        .execute(&mut db)
+        .await
+        .expect("slot dropped");
+    sqlx::raw_sql(
+        "DELETE FROM items WHERE id = 3; UPDATE items SET name = 'again' WHERE id = 4;
+         INSERT INTO items VALUES (9, 'item 9', NULL);",
+    )
+    .execute(&mut db)
+    .await
+    .expect("changes without a slot");
+    let reset = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("the run reads the table again");
+    assert_eq!(
+        (reset.created, reset.updated, reset.deleted, reset.failed),
+        (1, 1, 1, 0),
+        "{reset:?}"
+    );
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    assert_eq!(
+        titles,
+        ["again", "item 5", "item 6", "item 7", "item 9", "renamed"]
+    );
+    let run_id = reset
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    let events = syncbridge_store::runtime::run_events(&store, run_id)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|(severity, kind, message)| severity == "WARN"
+                && kind == "SOURCE_RESET"
+                && message.contains("no longer exists")),
+        "{events:?}"
+    );
+    // Change capture carries on from the new slot.
+    sqlx::raw_sql("UPDATE items SET name = 'once more' WHERE id = 5;")
+        .execute(&mut db)
+        .await
+        .expect("a change");
+    let after = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("stream run");
+    assert_eq!((after.processed, after.updated), (1, 1), "{after:?}");
+
     // Releasing the sync drops its slot (the WAL it held is freed) and its position.
     engine().release("items").await.expect("release");
     let slots: i64 =
