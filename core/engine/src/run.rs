@@ -2344,3 +2344,20 @@ fn unknown_target(error: syncbridge_api::UnknownName) -> String {
         "{error}; plugin target kinds come from the native plugins in SYNCBRIDGE_PLUGIN_DIR (see `syncbridge plugins list`)"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_prefixes_decode_hex_and_refuse_the_rest() {
+        let hash = crate::identity::source_identity_hash("PRIMARY_KEY", "42");
+        let bytes = hex::decode(&hash).expect("hex");
+        assert_eq!(hash_prefix(&hash)[..], bytes[..16]);
+        assert_eq!(hash_prefix(&hash[..32])[..], bytes[..16]);
+        assert_eq!(hash_prefix(&hash[..31]), [0u8; 16], "too short");
+        let mut bad = hash.clone();
+        bad.replace_range(5..6, "g");
+        assert_eq!(hash_prefix(&bad), [0u8; 16], "not hex");
+    }
+}
