@@ -240,7 +240,8 @@ struct Prepared {
 
 /// Writes dispatched to a target but not yet recorded, at most this many at once. Each is one
 /// list's share of a source batch; while they are under way the run reads, maps and plans the
-/// next batches, so memory stays bounded by `(WRITES_IN_FLIGHT + 1) × batch_size` rows.
+/// next batches, so memory stays bounded by `(WRITES_IN_FLIGHT + 1 + BATCHES_READ_AHEAD) ×
+/// batch_size` rows (plus a full read's ledger digest, about 50 bytes a ledger row).
 const WRITES_IN_FLIGHT: usize = 4;
 
 /// One list's share of a batch, written by a task of its own while the run goes on.
@@ -885,7 +886,7 @@ struct RunState<'a> {
 /// - *vanished*: entries no row of the read touched; when there are none, the ledger is not
 ///   paged again to look for deletes.
 ///
-/// Identity and content hashes are kept as their first 16 bytes (128 bits), about 40 bytes an
+/// Identity and content hashes are kept as their first 16 bytes (128 bits), about 50 bytes an
 /// item with the map's overhead.
 #[derive(Debug, Default)]
 struct LedgerDigest {
