@@ -908,7 +908,10 @@ struct DigestItem {
 impl LedgerDigest {
     /// `lists`: the run's target lists; only rows synced to one of them can be unchanged.
     async fn load(store: &Store, sync_def_id: Id, lists: Vec<String>) -> Result<Self, EngineError> {
-        let mut items = FxHashMap::default();
+        // Sized once: growing a map of a million entries rehashes it again and again.
+        let rows = runtime::ledger_row_count(store, sync_def_id).await?;
+        let mut items =
+            FxHashMap::with_capacity_and_hasher(rows.max(0) as usize, Default::default());
         let names: Vec<&str> = lists.iter().map(String::as_str).collect();
         runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
             let (list, content) = match row.synced_to {
