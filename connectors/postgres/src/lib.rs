@@ -333,8 +333,9 @@ impl PostgresSource {
                         out.push(Row::new(row_values(&row, &read_columns)?));
                         last_row = Some(row);
                     }
-                    if out.len() == batch_size || (end && !out.is_empty()) {
-                        let last = texts_after(last_row.as_ref().expect("a row was read"), width, order_columns.len());
+                    let cut = out.len() == batch_size || (end && !out.is_empty());
+                    if let (true, Some(last_row)) = (cut, &last_row) {
+                        let last = texts_after(last_row, width, order_columns.len());
                         let position = plan.position_after(&last).to_position();
                         after = Some(last);
                         let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
@@ -781,12 +782,15 @@ fn parse_iso_timestamp(text: &str) -> Option<(NaiveDateTime, Option<i32>)> {
     let zone = match rest {
         [] => None,
         [sign @ (b'+' | b'-'), rest @ ..] => {
-            let parts: Vec<&[u8]> = rest.split(|b| *b == b':').collect();
-            if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+            // `HH`, `HH:MM` or `HH:MM:SS`.
+            if !matches!(rest.len(), 2 | 5 | 8) {
                 return None;
             }
             let mut seconds = 0i32;
-            for (part, unit) in parts.iter().zip([3600, 60, 1]) {
+            for (part, unit) in rest.split(|b| *b == b':').zip([3600, 60, 1]) {
+                if part.len() != 2 {
+                    return None;
+                }
                 seconds += digits(part)? as i32 * unit;
             }
             Some(if *sign == b'-' { -seconds } else { seconds })

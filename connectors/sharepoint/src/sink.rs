@@ -199,25 +199,13 @@ impl SharePointTarget {
         let mut attempt = 0;
         while !pending.is_empty() {
             attempt += 1;
-            // The first attempt sends every request: they move into the body and back rather
-            // than being copied (a copy per item showed in the push benchmark).
-            let all = pending.len() == requests.len();
-            let body = if all {
-                json!({ "requests": std::mem::take(&mut requests) })
-            } else {
-                json!({ "requests": pending.iter().map(|i| requests[*i].clone()).collect::<Vec<_>>() })
-            };
-            let sent = self
+            let body = json!({
+                "requests": pending.iter().map(|i| requests[*i].clone()).collect::<Vec<_>>()
+            });
+            let mut response = self
                 .service
                 .send(reqwest::Method::POST, "/$batch", Some(&body), &[])
-                .await;
-            if all
-                && let Json::Object(mut map) = body
-                && let Some(Json::Array(back)) = map.remove("requests")
-            {
-                requests = back;
-            }
-            let mut response = sent?;
+                .await?;
             if response.status != 200 {
                 return Err(graph_failure("sending a $batch", &response));
             }

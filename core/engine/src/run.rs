@@ -888,7 +888,7 @@ struct RunState<'a> {
 ///
 /// Identity and content hashes are kept as their first 16 bytes (128 bits), about 50 bytes an
 /// item with the map's overhead.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LedgerDigest {
     lists: Vec<String>,
     items: FxHashMap<[u8; 16], DigestItem>,
@@ -1403,11 +1403,12 @@ impl<'a> RunState<'a> {
         'instances: loop {
             let current: &dyn ErasedSource = replacement.as_deref().unwrap_or(source);
             let request = self.read_request(from.clone(), mapper);
+            // A source whose change log was purged past the position asks for a full read: the
+            // read starts over (once), at `read` or once its stream is under way.
+            let can_restart = request.from.is_some() && !self.read_restarted;
             let mut stream = match current.read(request.clone()).await {
                 Ok(stream) => ReadAhead::start(stream),
-                Err(error)
-                    if error.is_full_read_required() && from.is_some() && !self.read_restarted =>
-                {
+                Err(error) if can_restart && error.is_full_read_required() => {
                     self.restart_in_full(&error).await?;
                     from = None;
                     continue 'instances;
@@ -1421,24 +1422,18 @@ impl<'a> RunState<'a> {
                 source: current,
                 request: &request,
             };
-            let resumed = request.from.is_some();
             while let Some(batch) = stream.next().await {
                 let batch = match batch {
                     Ok(batch) => batch,
-                    // A change log found purged once the stream started (MySQL's binary log).
-                    Err(error)
-                        if error.is_full_read_required() && resumed && !self.read_restarted =>
-                    {
-                        drop(stream);
-                        self.drain(0, Some(reading)).await?;
-                        self.restart_in_full(&error).await?;
-                        from = None;
-                        continue 'instances;
-                    }
                     Err(error) => {
                         drop(stream);
                         self.drain(0, Some(reading)).await?;
-                        replacement = Some(self.fail_over(error, &mut tried).await?);
+                        if can_restart && error.is_full_read_required() {
+                            self.restart_in_full(&error).await?;
+                            from = None;
+                        } else {
+                            replacement = Some(self.fail_over(error, &mut tried).await?);
+                        }
                         continue 'instances;
                     }
                 };
@@ -1694,7 +1689,7 @@ impl<'a> RunState<'a> {
                         .as_deref()
                         .map(|i| source_identity_hash(&self.def.key_strategy, i));
                     if let Some(hash) = &hash {
-                        self.see(hash);
+                        self.see(hash_prefix(hash));
                         self.settle(hash, reading).await?;
                     }
                     self.dead_letter(
@@ -1736,7 +1731,7 @@ impl<'a> RunState<'a> {
                 }
                 Some(RouteDecision::Failed(error)) => {
                     let hash = hex::encode(identity_digest);
-                    self.see(&hash);
+                    self.see(prefix(&identity_digest));
                     self.settle(&hash, reading).await?;
                     let normalized = serde_json::to_value(&mapped.fields).ok();
                     self.dead_letter(
@@ -1837,7 +1832,7 @@ impl<'a> RunState<'a> {
         content: &[u8; 32],
     ) -> bool {
         let Some(digest) = self.digest.as_mut() else {
-            self.seen.insert(prefix(identity));
+            self.see(prefix(identity));
             return false;
         };
         let Some(item) = digest.items.get_mut(&prefix(identity)) else {
@@ -1870,9 +1865,9 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// Notes that a row with this identity hash was met in this run (it is not a delete).
-    fn see(&mut self, hash: &str) {
-        let identity = hash_prefix(hash);
+    /// Notes that a row with this identity (hash prefix) was met in this run (it is not a
+    /// delete).
+    fn see(&mut self, identity: [u8; 16]) {
         match self.digest.as_mut() {
             Some(digest) => digest.see(&identity),
             None => {
@@ -2190,6 +2185,10 @@ impl<'a> RunState<'a> {
         if !deletes_vanished_rows(self.mode) {
             return Ok(());
         }
+        if self.digest.is_none() {
+            // Every full read loads it before reading; deletes are judged by it alone.
+            self.load_digest().await?;
+        }
         if self.digest.as_ref().is_some_and(|d| !d.any_unseen()) {
             return Ok(()); // every ledger row was met: nothing vanished
         }
@@ -2201,12 +2200,13 @@ impl<'a> RunState<'a> {
             let Some(last) = page.last() else { break };
             after = Some(last.source_identity_hash.clone());
             for row in page {
-                let identity = hash_prefix(&row.source_identity_hash);
-                let vanished = match &self.digest {
-                    // A row missing from the digest was written by this run.
-                    Some(digest) => digest.items.get(&identity).is_some_and(|item| !item.seen),
-                    None => !self.seen.contains(&identity),
-                };
+                // A row missing from the digest was written by this run.
+                let vanished = self.digest.as_ref().is_some_and(|digest| {
+                    digest
+                        .items
+                        .get(&hash_prefix(&row.source_identity_hash))
+                        .is_some_and(|item| !item.seen)
+                });
                 if vanished {
                     self.plan_delete(&row).await?;
                 }

@@ -183,14 +183,7 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
         (200, 200),
         "every row exactly once"
     );
-    let run_id = report
-        .run_id
-        .as_deref()
-        .and_then(|id| id.parse().ok())
-        .expect("run id");
-    let events = syncbridge_store::runtime::run_events(&store, run_id)
-        .await
-        .expect("events");
+    let events = common::run_events(&store, &report).await;
     assert!(
         events
             .iter()
@@ -397,14 +390,7 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
         titles(&emulator, "Items"),
         ["again", "item 3", "item 6", "item 7", "item 9", "renamed"]
     );
-    let run_id = reset
-        .run_id
-        .as_deref()
-        .and_then(|id| id.parse().ok())
-        .expect("run id");
-    let events = syncbridge_store::runtime::run_events(&store, run_id)
-        .await
-        .expect("events");
+    let events = common::run_events(&store, &reset).await;
     assert!(
         events
             .iter()
@@ -534,14 +520,7 @@ async fn zero_dates_are_read_as_null_with_an_event() {
         .await
         .expect("run");
     assert_eq!((report.created, report.failed), (3, 0), "{report:?}");
-    let run_id = report
-        .run_id
-        .as_deref()
-        .and_then(|id| id.parse().ok())
-        .expect("run id");
-    let events = syncbridge_store::runtime::run_events(&store, run_id)
-        .await
-        .expect("events");
+    let events = common::run_events(&store, &report).await;
     assert!(
         events
             .iter()

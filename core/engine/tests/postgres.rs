@@ -421,14 +421,7 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     titles.sort();
     titles.dedup();
     assert_eq!(titles.len(), 12000, "every row exactly once");
-    let run_id = report
-        .run_id
-        .as_deref()
-        .and_then(|id| id.parse().ok())
-        .expect("run id");
-    let events = syncbridge_store::runtime::run_events(&store, run_id)
-        .await
-        .expect("events");
+    let events = common::run_events(&store, &report).await;
     assert!(
         events
             .iter()
@@ -590,14 +583,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         titles,
         ["again", "item 5", "item 6", "item 7", "item 9", "renamed"]
     );
-    let run_id = reset
-        .run_id
-        .as_deref()
-        .and_then(|id| id.parse().ok())
-        .expect("run id");
-    let events = syncbridge_store::runtime::run_events(&store, run_id)
-        .await
-        .expect("events");
+    let events = common::run_events(&store, &reset).await;
     assert!(
         events
             .iter()

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
+use sqlx::Row as _;
 use sqlx::types::Json;
 
 use crate::{Backend, Id, Store, StoreError, StorePool, with_pool};
@@ -285,7 +287,7 @@ const DIGEST_PAGES_AT_ONCE: usize = 3;
 
 /// The most lists [`visit_ledger_digest`] tells apart (one letter each); rows synced to any
 /// other list come without `synced_to`.
-pub const DIGEST_MAX_LISTS: usize = 26;
+const DIGEST_MAX_LISTS: usize = 26;
 
 /// Calls `visit` for every ledger row of a definition, in no particular order; `lists` are the
 /// lists whose synced rows come with their content hash.
@@ -328,7 +330,6 @@ pub async fn visit_ledger_digest(
                    FROM (SELECT source_identity_hash AS hash, content_hash AS content, {mark} AS mark
                            FROM sync_ledger NOT INDEXED WHERE rowid > ? AND rowid <= ? AND sync_def_id = ?)"
             );
-            use futures::StreamExt as _;
             let (low, high): (Option<i64>, Option<i64>) =
                 sqlx::query_as("SELECT min(rowid), max(rowid) FROM sync_ledger")
                     .fetch_one(pool)
@@ -365,42 +366,12 @@ pub async fn visit_ledger_digest(
                 let page = page
                     .map_err(|error| failed(sqlx::Error::Protocol(format!("{error}"))))?
                     .map_err(failed)?;
-                let mut rest = page.as_deref().unwrap_or_default();
-                while !rest.is_empty() {
-                    let malformed = || {
-                        failed(sqlx::Error::Decode(
-                            "a ledger row's identity or content hash is not SHA-256 hex".into(),
-                        ))
-                    };
-                    let (identity, tail) = rest.split_at_checked(32).ok_or_else(malformed)?;
-                    let (mark, tail) = tail.split_at_checked(1).ok_or_else(malformed)?;
-                    let synced_to = match mark.as_bytes()[0] {
-                        b'-' => {
-                            rest = tail;
-                            None
-                        }
-                        letter => {
-                            let list = usize::from(letter.wrapping_sub(b'A'));
-                            if list >= lists.len() {
-                                return Err(malformed());
-                            }
-                            let (content, tail) =
-                                tail.split_at_checked(32).ok_or_else(malformed)?;
-                            rest = tail;
-                            Some((list, content))
-                        }
-                    };
-                    visit(LedgerDigestRow {
-                        identity_hash_prefix: identity,
-                        synced_to,
-                    });
-                }
+                visit_digest_records(page.as_deref().unwrap_or_default(), lists.len(), &mut visit)
+                    .map_err(failed)?;
             }
             Ok(())
         }
         StorePool::Postgres(pool) => {
-            use futures::TryStreamExt as _;
-            use sqlx::Row as _;
             let mut rows = sqlx::query(
                 "SELECT left(source_identity_hash, 32), left(content_hash, 32), sp_list_id,
                         sync_state = 'SYNCED' AND sp_item_id IS NOT NULL
@@ -426,6 +397,46 @@ pub async fn visit_ledger_digest(
             Ok(())
         }
     }
+}
+
+/// Takes apart one page of [`visit_ledger_digest`]'s SQLite records: 32 characters of identity
+/// hash, then `-`, or the letter of one of `lists` lists and 32 characters of content hash.
+fn visit_digest_records(
+    mut records: &str,
+    lists: usize,
+    visit: &mut impl FnMut(LedgerDigestRow<'_>),
+) -> Result<(), sqlx::Error> {
+    let malformed = || {
+        sqlx::Error::Decode(
+            "a ledger row's identity or content hash is not SHA-256 hex, so sync_ledger was \
+             changed outside SyncBridge: delete the rows whose source_identity_hash or \
+             content_hash is not 64 hexadecimal characters (a full run then finds their items \
+             by the identity column)"
+                .into(),
+        )
+    };
+    while !records.is_empty() {
+        let (identity, rest) = records.split_at_checked(32).ok_or_else(malformed)?;
+        let (mark, rest) = rest.split_at_checked(1).ok_or_else(malformed)?;
+        records = rest;
+        let synced_to = match mark.as_bytes()[0] {
+            b'-' => None,
+            letter => {
+                let list = usize::from(letter.wrapping_sub(b'A'));
+                if list >= lists {
+                    return Err(malformed());
+                }
+                let (content, rest) = records.split_at_checked(32).ok_or_else(malformed)?;
+                records = rest;
+                Some((list, content))
+            }
+        };
+        visit(LedgerDigestRow {
+            identity_hash_prefix: identity,
+            synced_to,
+        });
+    }
+    Ok(())
 }
 
 /// What to write for one ledger row.

@@ -57,3 +57,18 @@ pub fn sharepoint(info: &syncbridge_graph_emulator::ConnectionInfo, lists: &[&st
         lists.join(", ")
     )
 }
+
+/// The events `report`'s run recorded: `(severity, event_type, message)`, oldest first.
+pub async fn run_events(
+    store: &TestStore,
+    report: &syncbridge_engine::run::RunReport,
+) -> Vec<(String, String, String)> {
+    let run_id = report
+        .run_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    syncbridge_store::runtime::run_events(store, run_id)
+        .await
+        .expect("events")
+}
