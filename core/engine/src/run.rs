@@ -228,6 +228,8 @@ impl LedgerWriter {
 
 /// What one source row became before writing.
 struct Prepared {
+    /// The ledger may hold the identity (`false`: a full read's digest shows it does not).
+    in_ledger: bool,
     identity: String,
     hash: String,
     target: usize,
@@ -592,14 +594,14 @@ impl Engine {
         let outcome = run
             .stream(source.as_ref(), &mapper, router.as_deref())
             .await;
+        let full_read = options.full || run.read_restarted || def.cursor_strategy == "FULL_SCAN";
         let outcome = match outcome {
-            Ok(complete)
-                if complete
-                    && (options.full
-                        || run.read_restarted
-                        || def.cursor_strategy == "FULL_SCAN") =>
-            {
-                run.delete_vanished().await.map(|()| complete)
+            Ok(complete) if complete && full_read => {
+                let outcome = run.delete_vanished().await.map(|()| complete);
+                if outcome.is_ok() {
+                    run.refresh_saved_digest().await;
+                }
+                outcome
             }
             other => other,
         };
@@ -894,6 +896,18 @@ struct LedgerDigest {
     items: FxHashMap<[u8; 16], DigestItem>,
 }
 
+/// What a full read's digest tells of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DigestVerdict {
+    /// Synced to the same list with the same content: nothing to do.
+    Unchanged,
+    /// The ledger had no row with this identity when the digest loaded, and no row of this
+    /// run had it before.
+    NotInLedger,
+    /// Anything else: the ledger decides.
+    AskLedger,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct DigestItem {
     content: [u8; 16],
@@ -905,43 +919,155 @@ struct DigestItem {
     seen: bool,
 }
 
+impl DigestItem {
+    /// An entry as the ledger has it: synced to list number `list` with `content`, or not
+    /// usable ([`NO_LIST`]).
+    fn synced_to(list: u8, content: [u8; 16]) -> Self {
+        Self {
+            content,
+            list: if list == NO_LIST {
+                u32::MAX
+            } else {
+                u32::from(list)
+            },
+            usable: list != NO_LIST,
+            seen: false,
+        }
+    }
+
+    /// An identity this run met that the ledger did not hold at load: never judged by the
+    /// digest again, never a delete candidate.
+    const STALE_SEEN: Self = Self {
+        content: [0; 16],
+        list: u32::MAX,
+        usable: false,
+        seen: true,
+    };
+}
+
 impl LedgerDigest {
     /// `lists`: the run's target lists; only rows synced to one of them can be unchanged.
-    async fn load(store: &Store, sync_def_id: Id, lists: Vec<String>) -> Result<Self, EngineError> {
-        // Sized once: growing a map of a million entries rehashes it again and again.
-        let rows = runtime::ledger_row_count(store, sync_def_id).await?;
-        let mut items =
-            FxHashMap::with_capacity_and_hasher(rows.max(0) as usize, Default::default());
-        let names: Vec<&str> = lists.iter().map(String::as_str).collect();
-        runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
-            let (list, content) = match row.synced_to {
-                Some((list, content)) => (list as u32, Some(hash_prefix(content))),
-                None => (u32::MAX, None),
-            };
-            items.insert(
-                hash_prefix(row.identity_hash_prefix),
-                DigestItem {
-                    content: content.unwrap_or_default(),
-                    list,
-                    usable: content.is_some(),
-                    seen: false,
-                },
-            );
-        })
-        .await?;
+    ///
+    /// Taken from the copy saved beside the ledger when it is current (no ledger write since
+    /// it was saved); otherwise read from the ledger and saved (`save`: not in a dry run) for
+    /// the next full read.
+    async fn load(
+        store: &Store,
+        sync_def_id: Id,
+        lists: Vec<String>,
+        save: bool,
+    ) -> Result<Self, EngineError> {
+        let (generation, saved) = runtime::saved_ledger_digest(store, sync_def_id).await?;
+        if let Some(saved) = saved.filter(|saved| saved.lists == lists) {
+            match decode_saved_digest(&saved.entries, lists.len()) {
+                Some(items) => return Ok(Self { lists, items }),
+                None => tracing::warn!(
+                    sync_def_id = %sync_def_id,
+                    "the saved ledger digest is malformed; reading the ledger instead"
+                ),
+            }
+        }
+        let (items, entries) = read_ledger_digest(store, sync_def_id, &lists, true).await?;
+        if save {
+            save_ledger_digest(store, sync_def_id, generation, &lists, &entries).await;
+        }
         Ok(Self { lists, items })
     }
 
-    /// Notes that a row of the read had this identity.
+    /// Notes that a row of the read had this identity; one the ledger did not hold gets a
+    /// stale entry, so a later row with it goes through the ledger.
     fn see(&mut self, identity: &[u8; 16]) {
-        if let Some(item) = self.items.get_mut(identity) {
-            item.seen = true;
-        }
+        self.items
+            .entry(*identity)
+            .and_modify(|item| item.seen = true)
+            .or_insert(DigestItem::STALE_SEEN);
     }
 
     /// Whether some ledger row was not touched by the read (a delete candidate).
     fn any_unseen(&self) -> bool {
         self.items.values().any(|item| !item.seen)
+    }
+}
+
+/// Bytes per entry of a saved digest: identity prefix, list number (or [`NO_LIST`]), content
+/// prefix.
+const SAVED_ENTRY_BYTES: usize = 33;
+const NO_LIST: u8 = u8::MAX;
+
+/// Reads the digest from the ledger: the map (when `with_map`) and the entries to save.
+async fn read_ledger_digest(
+    store: &Store,
+    sync_def_id: Id,
+    lists: &[String],
+    with_map: bool,
+) -> Result<(FxHashMap<[u8; 16], DigestItem>, Vec<u8>), EngineError> {
+    // Sized once: growing a map of a million entries rehashes it again and again.
+    let rows = runtime::ledger_row_count(store, sync_def_id).await?.max(0) as usize;
+    let mut items =
+        FxHashMap::with_capacity_and_hasher(if with_map { rows } else { 0 }, Default::default());
+    let mut entries = Vec::with_capacity(rows * SAVED_ENTRY_BYTES);
+    let names: Vec<&str> = lists.iter().map(String::as_str).collect();
+    runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
+        let identity = hash_prefix(row.identity_hash_prefix);
+        let (list, content) = match row.synced_to {
+            Some((list, content)) => (list as u8, hash_prefix(content)),
+            None => (NO_LIST, [0; 16]),
+        };
+        entries.extend_from_slice(&identity);
+        entries.push(list);
+        entries.extend_from_slice(&content);
+        if with_map {
+            items.insert(identity, DigestItem::synced_to(list, content));
+        }
+    })
+    .await?;
+    Ok((items, entries))
+}
+
+/// The map of saved entries; `None` when they are not whole entries or name a list that is not
+/// there.
+fn decode_saved_digest(entries: &[u8], lists: usize) -> Option<FxHashMap<[u8; 16], DigestItem>> {
+    if !entries.len().is_multiple_of(SAVED_ENTRY_BYTES) {
+        return None;
+    }
+    let mut items =
+        FxHashMap::with_capacity_and_hasher(entries.len() / SAVED_ENTRY_BYTES, Default::default());
+    for entry in entries.chunks_exact(SAVED_ENTRY_BYTES) {
+        let (identity, rest) = entry.split_at(16);
+        let list = rest[0];
+        if list != NO_LIST && usize::from(list) >= lists {
+            return None;
+        }
+        let content: [u8; 16] = rest[1..].try_into().ok()?;
+        items.insert(
+            identity.try_into().ok()?,
+            DigestItem::synced_to(list, content),
+        );
+    }
+    Some(items)
+}
+
+/// Saves a digest read at `generation`. A digest only saves time, so a failure to save is a
+/// warning, not a failed run.
+async fn save_ledger_digest(
+    store: &Store,
+    sync_def_id: Id,
+    generation: i64,
+    lists: &[String],
+    entries: &[u8],
+) {
+    match runtime::save_ledger_digest(store, sync_def_id, generation, lists, entries).await {
+        Ok(saved) => tracing::debug!(
+            sync_def_id = %sync_def_id,
+            entries = entries.len() / SAVED_ENTRY_BYTES,
+            saved,
+            "ledger digest saved (false: the ledger changed meanwhile)"
+        ),
+        Err(error) => tracing::warn!(
+            sync_def_id = %sync_def_id,
+            error = %error,
+            "could not save the ledger digest; the next full read reads the ledger"
+        ),
     }
 }
 
@@ -1751,11 +1877,13 @@ impl<'a> RunState<'a> {
             let list_id = &self.targets[target].collection.id;
             let content =
                 content_digest(list_id, mapped.fields.iter().map(|(k, v)| (k.as_str(), v)));
-            if self.digest_says_unchanged(&identity_digest, target, &content) {
+            let verdict = self.digest_verdict(&identity_digest, target, &content);
+            if verdict == DigestVerdict::Unchanged {
                 self.counters.unchanged += 1;
                 continue;
             }
             prepared.push(Prepared {
+                in_ledger: verdict == DigestVerdict::AskLedger,
                 identity,
                 hash: hex::encode(identity_digest),
                 target,
@@ -1766,17 +1894,25 @@ impl<'a> RunState<'a> {
             });
         }
 
-        let mut hashes: Vec<String> = prepared.iter().map(|p| p.hash.clone()).collect();
+        // Rows the digest shows absent from the ledger are not looked up (an initial push).
+        let mut hashes: Vec<String> = prepared
+            .iter()
+            .filter(|p| p.in_ledger)
+            .map(|p| p.hash.clone())
+            .collect();
         hashes.extend(deletes.iter().cloned());
         if hashes.iter().any(|h| self.in_flight.hashes.contains(h)) {
             self.drain(0, reading).await?;
         }
-        let ledger: HashMap<String, LedgerRow> =
+        let ledger: HashMap<String, LedgerRow> = if hashes.is_empty() {
+            HashMap::new()
+        } else {
             runtime::ledger_rows(&self.engine.store, self.def.id, &hashes)
                 .await?
                 .into_iter()
                 .map(|row| (row.source_identity_hash.clone(), row))
-                .collect();
+                .collect()
+        };
 
         // Deletes from the change log.
         if deletes_vanished_rows(self.mode) {
@@ -1822,21 +1958,26 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// Whether the digest of a full read shows this row synced as it is; notes the identity as
-    /// met either way, and a row that is not left alone turns its entry stale (a second row
-    /// with the identity in the same read goes through the ledger).
-    fn digest_says_unchanged(
+    /// What the digest of a full read tells of this row, noting the identity as met either way.
+    /// A row that is not left alone turns its entry stale, and an identity the ledger did not
+    /// hold gets a stale entry, so a second row with the identity in the same read goes
+    /// through the ledger.
+    fn digest_verdict(
         &mut self,
         identity: &[u8; 32],
         target: usize,
         content: &[u8; 32],
-    ) -> bool {
+    ) -> DigestVerdict {
         let Some(digest) = self.digest.as_mut() else {
             self.see(prefix(identity));
-            return false;
+            return DigestVerdict::AskLedger;
         };
-        let Some(item) = digest.items.get_mut(&prefix(identity)) else {
-            return false; // not in the ledger before this read
+        let item = match digest.items.entry(prefix(identity)) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(DigestItem::STALE_SEEN);
+                return DigestVerdict::NotInLedger;
+            }
         };
         item.seen = true;
         // As `plan_row` decides Skip for a synced item.
@@ -1847,7 +1988,11 @@ impl<'a> RunState<'a> {
             && (self.in_flight.hashes.is_empty()
                 || !self.in_flight.hashes.contains(&hex::encode(identity)));
         item.usable = unchanged;
-        unchanged
+        if unchanged {
+            DigestVerdict::Unchanged
+        } else {
+            DigestVerdict::AskLedger
+        }
     }
 
     /// Loads the ledger digest for a full read, with the identities met before it.
@@ -1857,7 +2002,13 @@ impl<'a> RunState<'a> {
             .iter()
             .map(|t| t.collection.id.clone())
             .collect();
-        let mut digest = LedgerDigest::load(&self.engine.store, self.def.id, lists).await?;
+        let mut digest = LedgerDigest::load(
+            &self.engine.store,
+            self.def.id,
+            lists,
+            !self.options.dry_run,
+        )
+        .await?;
         for identity in self.seen.drain() {
             digest.see(&identity);
         }
@@ -2178,6 +2329,28 @@ impl<'a> RunState<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// After a complete full read that wrote to the ledger: saves a digest of the ledger as it
+    /// is now, so the next full read takes it instead of reading the ledger.
+    async fn refresh_saved_digest(&self) {
+        let (Some(digest), false) = (&self.digest, self.options.dry_run) else {
+            return;
+        };
+        let store = &self.engine.store;
+        let refreshed = async {
+            let (generation, saved) = runtime::ledger_digest_state(store, self.def.id).await?;
+            if !saved {
+                let (_, entries) =
+                    read_ledger_digest(store, self.def.id, &digest.lists, false).await?;
+                save_ledger_digest(store, self.def.id, generation, &digest.lists, &entries).await;
+            }
+            Ok::<_, EngineError>(())
+        };
+        if let Err(error) = refreshed.await {
+            tracing::warn!(sync = %self.def.name, error = %error,
+                "could not save the ledger digest; the next full read reads the ledger");
+        }
     }
 
     /// After a complete full read: items whose source row is gone are deleted.

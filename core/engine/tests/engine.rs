@@ -596,3 +596,95 @@ async fn a_row_waits_for_the_write_of_its_identity_still_in_flight() {
     assert_eq!(items(&fx.emulator), 4);
     assert_eq!(fx.emulator.counts().kind("item.create"), 4);
 }
+
+/// Full reads take their ledger digest from the copy saved beside the ledger while no ledger
+/// write came since, and still see every change: a full run saves it, a no-change full rerun
+/// writes nothing and leaves it, edits and a delete are found with it, and a malformed copy is
+/// passed over for the ledger.
+#[tokio::test]
+async fn full_reads_take_the_saved_ledger_digest_and_still_see_changes() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let fx = fixture(&store, 120, "ONE_WAY_PUSH").await;
+        let def = fx
+            .engine
+            .definition("projects")
+            .await
+            .expect("definition")
+            .id;
+        let full = RunOptions {
+            full: true,
+            ..RunOptions::default()
+        };
+        let report = fx.engine.run("projects", &full).await.expect("initial");
+        assert_eq!(report.created, 120, "{backend}: {report:?}");
+        let (generation, saved) = runtime::ledger_digest_state(&store, def)
+            .await
+            .expect("state");
+        assert!(
+            saved,
+            "{backend}: the run that wrote saves the digest again"
+        );
+
+        let report = fx.engine.run("projects", &full).await.expect("rerun");
+        assert_eq!(
+            (report.unchanged, report.created + report.updated),
+            (120, 0),
+            "{backend}"
+        );
+        assert_eq!(
+            runtime::ledger_digest_state(&store, def)
+                .await
+                .expect("state"),
+            (generation, true),
+            "{backend}: a no-change run writes no ledger row and keeps the copy"
+        );
+
+        execute(
+            &fx.source,
+            "UPDATE projects SET name = 'renamed' WHERE id IN (4, 77); DELETE FROM projects WHERE id = 9;",
+        )
+        .await;
+        let report = fx.engine.run("projects", &full).await.expect("edits");
+        assert_eq!(
+            (report.updated, report.deleted, report.unchanged),
+            (2, 1, 117),
+            "{backend}: {report:?}"
+        );
+        assert_eq!(items(&fx.emulator), 119, "{backend}");
+        let (after_edits, saved) = runtime::ledger_digest_state(&store, def)
+            .await
+            .expect("state");
+        assert!(after_edits > generation && saved, "{backend}");
+
+        // A copy that is not whole entries is passed over: the ledger decides.
+        let lists = runtime::saved_ledger_digest(&store, def)
+            .await
+            .expect("saved")
+            .1
+            .expect("a saved digest")
+            .lists;
+        assert!(
+            runtime::save_ledger_digest(&store, def, after_edits, &lists, b"torn")
+                .await
+                .expect("save"),
+            "{backend}"
+        );
+        execute(
+            &fx.source,
+            "UPDATE projects SET name = 'again' WHERE id = 5;",
+        )
+        .await;
+        let report = fx
+            .engine
+            .run("projects", &full)
+            .await
+            .expect("malformed copy");
+        assert_eq!(
+            (report.updated, report.created, report.unchanged),
+            (1, 0, 118),
+            "{backend}: {report:?}"
+        );
+        assert_eq!(items(&fx.emulator), 119, "{backend}");
+    }
+}

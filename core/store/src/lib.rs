@@ -43,6 +43,17 @@ macro_rules! with_pool {
     };
 }
 
+/// [`with_pool!`] on the store's writer ([`Store::writer`]).
+#[macro_export]
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.writer() {
+            $crate::StorePool::Sqlite($pool) => $body,
+            $crate::StorePool::Postgres($pool) => $body,
+        }
+    };
+}
+
 /// The connection pool of one backend.
 #[derive(Debug, Clone)]
 pub enum StorePool {
@@ -138,6 +149,8 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: StorePool,
+    /// Where the engine's frequent writes go (see [`Store::writer`]).
+    writer: StorePool,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -184,16 +197,19 @@ impl Store {
             // Reads through a memory map (up to 1 GiB) instead of a read call per page: a full
             // scan's ledger look-ups land all over a ledger larger than the page cache.
             .pragma("mmap_size", "1073741824");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::SqliteOpen {
-                path: path.to_owned(),
-                source,
-            })?;
+        let open = |connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .connect_with(options.clone())
+        };
+        let opened = async { Ok::<_, sqlx::Error>((open(4).await?, open(1).await?)) };
+        let (pool, writer) = opened.await.map_err(|source| StoreError::SqliteOpen {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Self {
             pool: StorePool::Sqlite(pool),
+            writer: StorePool::Sqlite(writer),
         })
     }
 
@@ -218,6 +234,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options);
         Ok(Self {
+            writer: StorePool::Postgres(pool.clone()),
             pool: StorePool::Postgres(pool),
         })
     }
@@ -229,6 +246,20 @@ impl Store {
             StorePool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .map_err(StoreError::Migrate)
+    }
+
+    /// The pool for the writes a run makes again and again (ledger, cursors, events, dead
+    /// letters), for [`with_writer!`]. On SQLite it is one connection of its own:
+    /// - SQLite takes one writer at a time, and a second connection that tries to write waits
+    ///   in SQLite's busy handler, which *sleeps* (1, 2, 5, 10 … ms) before trying again;
+    ///   writers queue for this connection instead, woken the moment the previous one is done;
+    /// - a connection drops its whole page cache when another connection wrote since its last
+    ///   transaction, so writes spread over a pool read every page they touch again; the one
+    ///   writer keeps its cache warm.
+    ///
+    /// On PostgreSQL it is the pool itself.
+    pub fn writer(&self) -> &StorePool {
+        &self.writer
     }
 
     /// The pool, for [`with_pool!`].
@@ -245,9 +276,11 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        match &self.pool {
-            StorePool::Sqlite(pool) => pool.close().await,
-            StorePool::Postgres(pool) => pool.close().await,
+        for pool in [&self.writer, &self.pool] {
+            match pool {
+                StorePool::Sqlite(pool) => pool.close().await,
+                StorePool::Postgres(pool) => pool.close().await,
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::types::Json;
 
-use crate::{Backend, Id, Store, StoreError, StorePool, with_pool};
+use crate::{Backend, Id, Store, StoreError, StorePool, with_pool, with_writer};
 
 /// Counters of one run, as `sync_runs` stores them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -27,7 +27,7 @@ pub struct RunCounters {
 pub async fn start_run(store: &Store, sync_def_id: Id, run_type: &str) -> Result<Id, StoreError> {
     let id = Id::new();
     let now = Utc::now();
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "INSERT INTO sync_runs (id, sync_def_id, run_type, status, start_time, created_at) VALUES ($1, $2, $3, 'RUNNING', $4, $4)")
         .bind(id).bind(sync_def_id).bind(run_type).bind(now)
         .execute(pool).await.map(|_| ()))
@@ -43,7 +43,7 @@ pub async fn finish_run(
     counters: RunCounters,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "UPDATE sync_runs SET status = $2, end_time = $3, items_processed = $4, items_failed = $5,
             items_created = $6, items_updated = $7, items_moved = $8, items_deleted = $9,
             items_unchanged = $10, error_message = $11 WHERE id = $1")
@@ -63,7 +63,7 @@ pub async fn add_event(
     message: &str,
     payload: Option<serde_json::Value>,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "INSERT INTO sync_events (id, sync_run_id, severity, event_type, message, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(Id::new()).bind(run_id).bind(severity).bind(event_type).bind(message)
         .bind(payload.map(Json)).bind(Utc::now())
@@ -530,7 +530,7 @@ pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Resul
         .collect();
     let now = Utc::now();
     let backend = store.backend();
-    with_pool!(store, pool => async {
+    with_writer!(store, pool => async {
         let mut tx = pool.begin().await?;
         for chunk in unique.chunks(LEDGER_ROWS_PER_STATEMENT) {
             let sql = put_ledger_rows_sql(backend, chunk.len());
@@ -544,9 +544,86 @@ pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Resul
             }
             query.execute(&mut *tx).await?;
         }
+        let mut definitions: Vec<Id> = unique.iter().map(|w| w.sync_def_id).collect();
+        definitions.sort_unstable();
+        definitions.dedup();
+        for sync_def_id in definitions {
+            sqlx::query(BUMP_LEDGER_GENERATION).bind(sync_def_id).execute(&mut *tx).await?;
+        }
         tx.commit().await
     }.await)
     .map_err(StoreError::query("writing the ledger"))
+}
+
+/// Counts a ledger write of one definition and drops its saved digest, in the write's
+/// transaction: a digest saved for an earlier generation is never taken for the ledger.
+const BUMP_LEDGER_GENERATION: &str =
+    "INSERT INTO sync_ledger_digests (sync_def_id, generation) VALUES ($1, 1)
+    ON CONFLICT (sync_def_id) DO UPDATE SET generation = sync_ledger_digests.generation + 1,
+        lists = NULL, entries = NULL, saved_at = NULL";
+
+/// How many ledger writes a definition has had (0 before the first), and whether a digest
+/// saved at that generation is there.
+pub async fn ledger_digest_state(
+    store: &Store,
+    sync_def_id: Id,
+) -> Result<(i64, bool), StoreError> {
+    with_pool!(store, pool => sqlx::query_as::<_, (i64, bool)>(
+        "SELECT generation, entries IS NOT NULL FROM sync_ledger_digests WHERE sync_def_id = $1")
+        .bind(sync_def_id).fetch_optional(pool).await)
+    .map(|state| state.unwrap_or((0, false)))
+    .map_err(StoreError::query("reading the ledger generation"))
+}
+
+/// A compact copy of a definition's ledger saved by [`save_ledger_digest`], current as of
+/// `generation`. Its `entries` are the engine's to encode and decode.
+#[derive(Debug, Clone)]
+pub struct SavedLedgerDigest {
+    pub lists: Vec<String>,
+    pub entries: Vec<u8>,
+}
+
+/// The ledger's generation, and its saved digest if one is current.
+pub async fn saved_ledger_digest(
+    store: &Store,
+    sync_def_id: Id,
+) -> Result<(i64, Option<SavedLedgerDigest>), StoreError> {
+    let row: Option<(i64, Option<String>, Option<Vec<u8>>)> =
+        with_pool!(store, pool => sqlx::query_as(
+        "SELECT generation, lists, entries FROM sync_ledger_digests WHERE sync_def_id = $1")
+        .bind(sync_def_id).fetch_optional(pool).await)
+        .map_err(StoreError::query("reading the saved ledger digest"))?;
+    let Some((generation, lists, entries)) = row else {
+        return Ok((0, None));
+    };
+    let saved = match (lists, entries) {
+        (Some(lists), Some(entries)) => serde_json::from_str(&lists)
+            .ok()
+            .map(|lists| SavedLedgerDigest { lists, entries }),
+        _ => None,
+    };
+    Ok((generation, saved))
+}
+
+/// Saves a digest of the ledger as it was at `generation`; nothing (and `false`) when a ledger
+/// write came since, which makes the copy stale.
+pub async fn save_ledger_digest(
+    store: &Store,
+    sync_def_id: Id,
+    generation: i64,
+    lists: &[String],
+    entries: &[u8],
+) -> Result<bool, StoreError> {
+    let lists = serde_json::to_string(lists).unwrap_or_else(|_| "[]".to_owned());
+    with_writer!(store, pool => sqlx::query(
+        "INSERT INTO sync_ledger_digests (sync_def_id, generation, lists, entries, saved_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (sync_def_id) DO UPDATE SET lists = excluded.lists, entries = excluded.entries,
+             saved_at = excluded.saved_at
+         WHERE sync_ledger_digests.generation = excluded.generation")
+        .bind(sync_def_id).bind(generation).bind(lists).bind(entries).bind(Utc::now())
+        .execute(pool).await.map(|r| r.rows_affected() == 1))
+    .map_err(StoreError::query("saving the ledger digest"))
 }
 
 /// Identity hashes with an open dead-letter entry (so a success can resolve it).
@@ -563,21 +640,26 @@ pub async fn open_failure_hashes(
 
 /// Removes the ledger row of one identity (after its item was deleted).
 pub async fn delete_ledger(store: &Store, sync_def_id: Id, hash: &str) -> Result<(), StoreError> {
-    with_pool!(store, pool => sqlx::query("DELETE FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash = $2")
-        .bind(sync_def_id).bind(hash).execute(pool).await.map(|_| ()))
+    with_writer!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash = $2")
+            .bind(sync_def_id).bind(hash).execute(&mut *tx).await?;
+        sqlx::query(BUMP_LEDGER_GENERATION).bind(sync_def_id).execute(&mut *tx).await?;
+        tx.commit().await
+    }.await)
     .map_err(StoreError::query("deleting a ledger row"))
 }
 
 /// Records that a source instance answered a health check now.
 pub async fn mark_instance_verified(store: &Store, instance_id: Id) -> Result<(), StoreError> {
-    with_pool!(store, pool => sqlx::query("UPDATE database_instances SET last_verified_at = $2 WHERE id = $1")
+    with_writer!(store, pool => sqlx::query("UPDATE database_instances SET last_verified_at = $2 WHERE id = $1")
         .bind(instance_id).bind(Utc::now()).execute(pool).await.map(|_| ()))
     .map_err(StoreError::query("recording an instance check"))
 }
 
 /// Forgets every source cursor of a definition: the next run reads from the start.
 pub async fn delete_source_cursors(store: &Store, sync_def_id: Id) -> Result<u64, StoreError> {
-    with_pool!(store, pool => sqlx::query("DELETE FROM sync_cursors WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE'")
+    with_writer!(store, pool => sqlx::query("DELETE FROM sync_cursors WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE'")
         .bind(sync_def_id).execute(pool).await.map(|r| r.rows_affected()))
     .map_err(StoreError::query("deleting cursors"))
 }
@@ -605,14 +687,14 @@ pub async fn put_source_cursor(
     run_id: Id,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    let updated = with_pool!(store, pool => sqlx::query(
+    let updated = with_writer!(store, pool => sqlx::query(
         "UPDATE sync_cursors SET cursor_type = $3, cursor_value = $4, last_run_id = $5, updated_at = $6
          WHERE sync_def_id = $1 AND cursor_scope = 'SOURCE' AND source_instance_id IS NOT DISTINCT FROM $2 AND target_list_id IS NULL")
         .bind(sync_def_id).bind(instance).bind(cursor_type).bind(value).bind(run_id).bind(now)
         .execute(pool).await.map(|r| r.rows_affected()))
     .map_err(StoreError::query("committing a cursor"))?;
     if updated == 0 {
-        with_pool!(store, pool => sqlx::query(
+        with_writer!(store, pool => sqlx::query(
             "INSERT INTO sync_cursors (id, sync_def_id, cursor_scope, cursor_type, cursor_value, source_instance_id, last_run_id, updated_at, created_at)
              VALUES ($1, $2, 'SOURCE', $3, $4, $5, $6, $7, $7)")
             .bind(Id::new()).bind(sync_def_id).bind(cursor_type).bind(value).bind(instance).bind(run_id).bind(now)
@@ -643,14 +725,14 @@ pub async fn put_target_cursor(
     value: &str,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    let updated = with_pool!(store, pool => sqlx::query(
+    let updated = with_writer!(store, pool => sqlx::query(
         "UPDATE sync_cursors SET cursor_value = $3, updated_at = $4
          WHERE sync_def_id = $1 AND cursor_scope = 'TARGET' AND target_list_id = $2 AND source_instance_id IS NULL")
         .bind(sync_def_id).bind(target_list_id).bind(value).bind(now)
         .execute(pool).await.map(|r| r.rows_affected()))
     .map_err(StoreError::query("committing a target cursor"))?;
     if updated == 0 {
-        with_pool!(store, pool => sqlx::query(
+        with_writer!(store, pool => sqlx::query(
             "INSERT INTO sync_cursors (id, sync_def_id, cursor_scope, cursor_type, cursor_value, target_list_id, updated_at, created_at)
              VALUES ($1, $2, 'TARGET', 'DELTA_LINK', $3, $4, $5, $5)")
             .bind(Id::new()).bind(sync_def_id).bind(value).bind(target_list_id).bind(now)
@@ -701,7 +783,7 @@ pub struct NewFailure<'a> {
 /// grows), so a row failing on every run stays one entry.
 pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(), StoreError> {
     let now = Utc::now();
-    let updated = with_pool!(store, pool => sqlx::query(
+    let updated = with_writer!(store, pool => sqlx::query(
         "UPDATE failed_records SET sync_run_id = $3, target_list_id = $4, stage_failed = $5, error_code = $6,
             error_message = $7, raw_data = $8, normalized_data = $9, retry_count = retry_count + 1,
             next_retry_at = $10, updated_at = $11
@@ -715,7 +797,7 @@ pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(
     if updated > 0 {
         return Ok(());
     }
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "INSERT INTO failed_records (id, sync_def_id, sync_run_id, source_identity, source_identity_hash,
             target_list_id, stage_failed, error_code, error_message, raw_data, normalized_data, retry_count,
             max_retries, next_retry_at, created_at, updated_at)
@@ -731,7 +813,7 @@ pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(
 
 /// Marks the open entry of an identity resolved (the row synced on a later attempt).
 pub async fn resolve_failure(store: &Store, sync_def_id: Id, hash: &str) -> Result<(), StoreError> {
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "UPDATE failed_records SET resolved_at = $3, updated_at = $3
          WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
         .bind(sync_def_id).bind(hash).bind(Utc::now()).execute(pool).await.map(|_| ()))
@@ -779,7 +861,7 @@ pub async fn failure(store: &Store, id: Id) -> Result<Option<FailedRecord>, Stor
 
 /// Discards an entry: it is kept for the record but never retried.
 pub async fn discard_failure(store: &Store, id: Id) -> Result<bool, StoreError> {
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "UPDATE failed_records SET discarded_at = $2, updated_at = $2 WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
         .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
     .map_err(StoreError::query("discarding a dead-letter entry"))
@@ -787,7 +869,7 @@ pub async fn discard_failure(store: &Store, id: Id) -> Result<bool, StoreError> 
 
 /// Makes an entry due for retry now.
 pub async fn retry_failure_now(store: &Store, id: Id) -> Result<bool, StoreError> {
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "UPDATE failed_records SET next_retry_at = $2, updated_at = $2 WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
         .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
     .map_err(StoreError::query("scheduling a retry"))
@@ -806,7 +888,7 @@ pub async fn put_reconcile_metrics(
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     let delta = target_row_count - source_row_count;
-    with_pool!(store, pool => sqlx::query(
+    with_writer!(store, pool => sqlx::query(
         "INSERT INTO sync_metrics (id, sync_def_id, source_instance_id, target_list_id, last_reconcile_at,
             source_row_count, target_row_count, reconcile_delta, reconcile_status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)

@@ -254,3 +254,92 @@ async fn the_ledger_digest_visits_every_row_once() {
         }
     }
 }
+
+/// A saved digest is current until the next ledger write: every write counts a generation and
+/// drops it, and a digest read before a write cannot be saved after it.
+#[tokio::test]
+async fn a_saved_ledger_digest_lasts_until_the_next_ledger_write() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let def = definition(&store).await;
+        let run = runtime::start_run(&store, def, "PUSH")
+            .await
+            .expect("start");
+        let write = |hash: &'static str| LedgerWrite {
+            sync_def_id: def,
+            source_identity: "1",
+            source_identity_hash: hash,
+            key_strategy: "PRIMARY_KEY",
+            source_instance_id: None,
+            sp_list_id: Some("list-a"),
+            sp_item_id: Some(1),
+            content_hash: Some("c"),
+            sync_state: "SYNCED",
+            pending_list_id: None,
+            sync_target_id: None,
+            run_id: run,
+        };
+        let lists = vec!["list-a".to_owned()];
+        assert_eq!(
+            runtime::ledger_digest_state(&store, def)
+                .await
+                .expect("state"),
+            (0, false),
+            "{backend}: no write yet"
+        );
+
+        runtime::put_ledger_many(&store, &[write("h1"), write("h2")])
+            .await
+            .expect("ledger");
+        let (generation, saved) = runtime::saved_ledger_digest(&store, def)
+            .await
+            .expect("saved");
+        assert_eq!((generation, saved.is_none()), (1, true), "{backend}");
+        assert!(
+            runtime::save_ledger_digest(&store, def, generation, &lists, b"entries")
+                .await
+                .expect("save"),
+            "{backend}: saved at the current generation"
+        );
+        let (_, saved) = runtime::saved_ledger_digest(&store, def)
+            .await
+            .expect("saved");
+        let saved = saved.expect("a saved digest");
+        assert_eq!(
+            (saved.lists, saved.entries),
+            (lists.clone(), b"entries".to_vec())
+        );
+        assert_eq!(
+            runtime::ledger_digest_state(&store, def)
+                .await
+                .expect("state"),
+            (1, true),
+            "{backend}"
+        );
+
+        // A write drops it, and a digest read before that write is refused.
+        runtime::delete_ledger(&store, def, "h1")
+            .await
+            .expect("delete");
+        assert_eq!(
+            runtime::ledger_digest_state(&store, def)
+                .await
+                .expect("state"),
+            (2, false),
+            "{backend}: a delete is a write"
+        );
+        assert!(
+            !runtime::save_ledger_digest(&store, def, generation, &lists, b"stale")
+                .await
+                .expect("save"),
+            "{backend}: a stale digest is not saved"
+        );
+        runtime::put_ledger(&store, &write("h3"))
+            .await
+            .expect("ledger");
+        let (generation, saved) = runtime::saved_ledger_digest(&store, def)
+            .await
+            .expect("saved");
+        assert_eq!((generation, saved.is_none()), (3, true), "{backend}");
+    }
+}
