@@ -284,3 +284,72 @@ async fn unsupported_types_name_the_column_and_the_cast() {
         "{error:?}"
     );
 }
+
+/// Awkward text (tabs, newlines, backslashes, quotes, `\N` as text), bytes and NULLs come back
+/// as stored, and a read resumes after such keys from a position.
+#[tokio::test]
+async fn escaped_text_and_nulls_survive_reads_and_resumes() {
+    let Some(db) = Database::create() else { return };
+    db.execute(
+        r#"CREATE TABLE t (k text PRIMARY KEY, note text, data bytea, doc jsonb);
+        INSERT INTO t VALUES
+          (E'a\tb', E'line 1\nline 2', '\x00ff'::bytea, '{"q": "x\"y", "t": "\t"}'),
+          (E'c\\d', NULL, NULL, NULL),
+          ('e''f', '\N', ''::bytea, '[]'),
+          (''' ); DROP TABLE t; --', E'\r\u00fc', '\x5c'::bytea, 'null'),
+          ('g', '', NULL, '1');"#,
+    )
+    .await;
+    let source = db.source().await;
+    let rows = |batches: &[RowBatch]| -> Vec<Vec<Value>> {
+        batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(|r| r.values.clone()))
+            .collect()
+    };
+    let all = rows(
+        &read_all(
+            &source,
+            request("public", "t", &["k"], CursorSpec::FullScan, 2),
+        )
+        .await,
+    );
+    assert_eq!(all.len(), 5);
+    let by_key = |key: &str| {
+        all.iter()
+            .find(|r| r[0] == Value::Text(key.to_owned()))
+            .unwrap_or_else(|| panic!("{key:?} read"))
+            .clone()
+    };
+    assert_eq!(by_key("a\tb")[1], Value::Text("line 1\nline 2".into()));
+    assert_eq!(by_key("a\tb")[2], Value::Bytes(vec![0x00, 0xff]));
+    assert_eq!(
+        by_key("a\tb")[3],
+        Value::Json(serde_json::json!({"q": "x\"y", "t": "\t"}))
+    );
+    assert_eq!(by_key("c\\d")[1..], [Value::Null, Value::Null, Value::Null]);
+    assert_eq!(by_key("e'f")[1], Value::Text("\\N".into()));
+    assert_eq!(by_key("e'f")[2], Value::Bytes(Vec::new()));
+    assert_eq!(
+        by_key("' ); DROP TABLE t; --")[1],
+        Value::Text("\r\u{fc}".into())
+    );
+    assert_eq!(
+        by_key("' ); DROP TABLE t; --")[2],
+        Value::Bytes(vec![b'\\'])
+    );
+    assert_eq!(by_key("g")[1], Value::Text(String::new()));
+
+    // Resume after each batch's position: the rest of the table, in order, once.
+    let batches = read_all(
+        &source,
+        request("public", "t", &["k"], CursorSpec::FullScan, 1),
+    )
+    .await;
+    for (index, batch) in batches.iter().enumerate() {
+        let mut resumed = request("public", "t", &["k"], CursorSpec::FullScan, 2);
+        resumed.from = batch.position.clone();
+        let rest = rows(&read_all(&source, resumed).await);
+        assert_eq!(rest, all[index + 1..].to_vec(), "after batch {index}");
+    }
+}
