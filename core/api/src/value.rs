@@ -321,21 +321,52 @@ impl FromStr for Decimal {
 }
 
 impl fmt::Display for Decimal {
-    /// Plain notation with exactly `scale` fractional digits (`-0.050`, `12`).
+    /// Plain notation with exactly `scale` fractional digits (`-0.050`, `12`). Digits are
+    /// written into a stack buffer (every content hash formats the row's decimals).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digits = self.mantissa.unsigned_abs().to_string();
-        let scale = usize::from(self.scale);
-        let sign = if self.mantissa < 0 { "-" } else { "" };
-        if scale == 0 {
-            return write!(f, "{sign}{digits}");
+        let mut buffer = [0u8; 40]; // u128::MAX has 39 digits
+        let mut start = buffer.len();
+        let magnitude = self.mantissa.unsigned_abs();
+        match u64::try_from(magnitude) {
+            Ok(mut rest) => loop {
+                start -= 1;
+                buffer[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            },
+            Err(_) => {
+                let mut rest = magnitude;
+                loop {
+                    start -= 1;
+                    buffer[start] = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                    if rest == 0 {
+                        break;
+                    }
+                }
+            }
         }
-        let padded = if digits.len() <= scale {
-            format!("{}{digits}", "0".repeat(scale - digits.len() + 1))
-        } else {
-            digits
-        };
-        let (int_part, frac_part) = padded.split_at(padded.len() - scale);
-        write!(f, "{sign}{int_part}.{frac_part}")
+        let digits = std::str::from_utf8(&buffer[start..]).map_err(|_| fmt::Error)?;
+        let scale = usize::from(self.scale);
+        if self.mantissa < 0 {
+            f.write_str("-")?;
+        }
+        if scale == 0 {
+            return f.write_str(digits);
+        }
+        if digits.len() <= scale {
+            f.write_str("0.")?;
+            for _ in digits.len()..scale {
+                f.write_str("0")?;
+            }
+            return f.write_str(digits);
+        }
+        let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+        f.write_str(int_part)?;
+        f.write_str(".")?;
+        f.write_str(frac_part)
     }
 }
 

@@ -77,7 +77,12 @@ pub fn write_canonical(out: &mut String, value: &Value) -> bool {
 fn write_date(out: &mut String, date: &NaiveDate) -> std::fmt::Result {
     let year = date.year();
     if (0..=9999).contains(&year) {
-        write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day())
+        push_padded(out, year as u32, 4);
+        out.push('-');
+        push_padded(out, date.month(), 2);
+        out.push('-');
+        push_padded(out, date.day(), 2);
+        Ok(())
     } else {
         write!(out, "{}", date.format("%Y-%m-%d"))
     }
@@ -89,21 +94,37 @@ fn write_time(out: &mut String, time: &NaiveTime) -> std::fmt::Result {
     if nanos >= 1_000_000_000 {
         return write!(out, "{}", time.format("%H:%M:%S%.f")); // a leap second
     }
-    write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        time.hour(),
-        time.minute(),
-        time.second()
-    )?;
-    if nanos == 0 {
-        Ok(())
-    } else if nanos.is_multiple_of(1_000_000) {
-        write!(out, ".{:03}", nanos / 1_000_000)
-    } else if nanos.is_multiple_of(1_000) {
-        write!(out, ".{:06}", nanos / 1_000)
-    } else {
-        write!(out, ".{nanos:09}")
+    push_padded(out, time.hour(), 2);
+    out.push(':');
+    push_padded(out, time.minute(), 2);
+    out.push(':');
+    push_padded(out, time.second(), 2);
+    if nanos != 0 {
+        let (fraction, digits) = if nanos.is_multiple_of(1_000_000) {
+            (nanos / 1_000_000, 3)
+        } else if nanos.is_multiple_of(1_000) {
+            (nanos / 1_000, 6)
+        } else {
+            (nanos, 9)
+        };
+        out.push('.');
+        push_padded(out, fraction, digits);
+    }
+    Ok(())
+}
+
+/// `value` in decimal, zero-padded to `width` digits (`value` has at most `width` digits).
+/// The formatting machinery (`{:02}`) cost more than the rest of a row's canonical text.
+fn push_padded(out: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut rest = value;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    debug_assert_eq!(rest, 0, "{value} has more than {width} digits");
+    for digit in &digits[..width] {
+        out.push(char::from(*digit));
     }
 }
 
