@@ -413,8 +413,8 @@ fn visit_digest_records(
         sqlx::Error::Decode(
             "a ledger row's identity or content hash is not SHA-256 hex, so sync_ledger was \
              changed outside SyncBridge: delete the rows whose source_identity_hash or \
-             content_hash is not 64 hexadecimal characters (a full run then finds their items \
-             by the identity column)"
+             content_hash is not 64 hexadecimal characters, and the definition's row in \
+             sync_ledger_digests (a full run then finds their items by the identity column)"
                 .into(),
         )
     };
