@@ -326,26 +326,18 @@ impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buffer = [0u8; 40]; // u128::MAX has 39 digits
         let mut start = buffer.len();
-        let magnitude = self.mantissa.unsigned_abs();
-        match u64::try_from(magnitude) {
-            Ok(mut rest) => loop {
-                start -= 1;
-                buffer[start] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
-                }
-            },
-            Err(_) => {
-                let mut rest = magnitude;
-                loop {
-                    start -= 1;
-                    buffer[start] = b'0' + (rest % 10) as u8;
-                    rest /= 10;
-                    if rest == 0 {
-                        break;
-                    }
-                }
+        let mut rest = self.mantissa.unsigned_abs();
+        loop {
+            // u64 division is several times cheaper than u128's, and most mantissas fit.
+            let (quotient, digit) = match u64::try_from(rest) {
+                Ok(small) => (u128::from(small / 10), small % 10),
+                Err(_) => (rest / 10, (rest % 10) as u64),
+            };
+            start -= 1;
+            buffer[start] = b'0' + digit as u8;
+            rest = quotient;
+            if rest == 0 {
+                break;
             }
         }
         let digits = std::str::from_utf8(&buffer[start..]).map_err(|_| fmt::Error)?;

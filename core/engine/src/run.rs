@@ -911,8 +911,8 @@ enum DigestVerdict {
 #[derive(Debug, Clone, Copy)]
 struct DigestItem {
     content: [u8; 16],
-    /// Index into [`LedgerDigest::lists`]; `u32::MAX` when the row names no list.
-    list: u32,
+    /// Index into [`LedgerDigest::lists`]; [`NO_LIST`] when the row is synced to none of them.
+    list: u8,
     /// Synced, and not touched by this read yet: can still be judged unchanged.
     usable: bool,
     /// A row of this read had this identity.
@@ -925,11 +925,7 @@ impl DigestItem {
     fn synced_to(list: u8, content: [u8; 16]) -> Self {
         Self {
             content,
-            list: if list == NO_LIST {
-                u32::MAX
-            } else {
-                u32::from(list)
-            },
+            list,
             usable: list != NO_LIST,
             seen: false,
         }
@@ -939,7 +935,7 @@ impl DigestItem {
     /// digest again, never a delete candidate.
     const STALE_SEEN: Self = Self {
         content: [0; 16],
-        list: u32::MAX,
+        list: NO_LIST,
         usable: false,
         seen: true,
     };
@@ -1985,7 +1981,7 @@ impl<'a> RunState<'a> {
         // As `plan_row` decides Skip for a synced item.
         let unchanged = item.usable
             && (self.mode == Mode::ArchiveOnly
-                || (digest.lists[item.list as usize] == self.targets[target].collection.id
+                || (digest.lists[usize::from(item.list)] == self.targets[target].collection.id
                     && item.content == prefix(content)))
             && (self.in_flight.hashes.is_empty()
                 || !self.in_flight.hashes.contains(&hex::encode(identity)));

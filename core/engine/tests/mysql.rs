@@ -185,11 +185,7 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
     );
     let events = common::run_events(&store, &report).await;
     assert!(
-        events
-            .iter()
-            .any(|(severity, kind, message)| severity == "WARN"
-                && kind == "FAILOVER"
-                && message.contains("`second`")),
+        common::has_event(&events, Some("WARN"), "FAILOVER", "`second`"),
         "{events:?}"
     );
 }
@@ -392,11 +388,7 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
     );
     let events = common::run_events(&store, &reset).await;
     assert!(
-        events
-            .iter()
-            .any(|(severity, kind, message)| severity == "WARN"
-                && kind == "SOURCE_RESET"
-                && message.contains("no longer on")),
+        common::has_event(&events, Some("WARN"), "SOURCE_RESET", "no longer on"),
         "{events:?}"
     );
     db.execute("UPDATE items SET name = 'once more' WHERE id = 6;");
@@ -522,11 +514,12 @@ async fn zero_dates_are_read_as_null_with_an_event() {
     assert_eq!((report.created, report.failed), (3, 0), "{report:?}");
     let events = common::run_events(&store, &report).await;
     assert!(
-        events
-            .iter()
-            .any(|(severity, kind, message)| severity == "WARN"
-                && kind == "SOURCE_NOTE"
-                && message.contains("1 zero dates (0000-00-00) in `events` read as NULL")),
+        common::has_event(
+            &events,
+            Some("WARN"),
+            "SOURCE_NOTE",
+            "1 zero dates (0000-00-00) in `events` read as NULL"
+        ),
         "{events:?}"
     );
 }

@@ -423,9 +423,7 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     assert_eq!(titles.len(), 12000, "every row exactly once");
     let events = common::run_events(&store, &report).await;
     assert!(
-        events
-            .iter()
-            .any(|(_, kind, message)| kind == "FAILOVER" && message.contains("`second`")),
+        common::has_event(&events, None, "FAILOVER", "`second`"),
         "{events:?}"
     );
     let mut meta = sqlx::SqliteConnection::connect(store.url())
@@ -585,11 +583,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     );
     let events = common::run_events(&store, &reset).await;
     assert!(
-        events
-            .iter()
-            .any(|(severity, kind, message)| severity == "WARN"
-                && kind == "SOURCE_RESET"
-                && message.contains("no longer exists")),
+        common::has_event(&events, Some("WARN"), "SOURCE_RESET", "no longer exists"),
         "{events:?}"
     );
     // Change capture carries on from the new slot.

@@ -35,11 +35,15 @@ pub use id::Id;
 /// ```
 #[macro_export]
 macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store.pool() {
+    // The shared expansion: `$pools` is a `&StorePool`.
+    (@on $pools:expr, $pool:ident => $body:expr) => {
+        match $pools {
             $crate::StorePool::Sqlite($pool) => $body,
             $crate::StorePool::Postgres($pool) => $body,
         }
+    };
+    ($store:expr, $pool:ident => $body:expr) => {
+        $crate::with_pool!(@on $store.pool(), $pool => $body)
     };
 }
 
@@ -47,10 +51,7 @@ macro_rules! with_pool {
 #[macro_export]
 macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store.writer() {
-            $crate::StorePool::Sqlite($pool) => $body,
-            $crate::StorePool::Postgres($pool) => $body,
-        }
+        $crate::with_pool!(@on $store.writer(), $pool => $body)
     };
 }
 
@@ -276,11 +277,8 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        for pool in [&self.writer, &self.pool] {
-            match pool {
-                StorePool::Sqlite(pool) => pool.close().await,
-                StorePool::Postgres(pool) => pool.close().await,
-            }
+        for pools in [&self.writer, &self.pool] {
+            with_pool!(@on pools, pool => pool.close().await);
         }
     }
 }

@@ -72,3 +72,16 @@ pub async fn run_events(
         .await
         .expect("events")
 }
+
+/// Whether `events` (from [`run_events`]) hold one of this kind whose message contains
+/// `contains`, with this severity when one is given.
+pub fn has_event(
+    events: &[(String, String, String)],
+    severity: Option<&str>,
+    kind: &str,
+    contains: &str,
+) -> bool {
+    events.iter().any(|(s, k, message)| {
+        severity.is_none_or(|severity| s == severity) && k == kind && message.contains(contains)
+    })
+}
