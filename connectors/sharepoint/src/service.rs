@@ -66,6 +66,33 @@ pub fn batch_retry_after(text: &str) -> Option<Duration> {
     longest
 }
 
+/// A response with its body as text.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// The `Location` header (a fresh delta enumeration after `410 Gone`).
+    pub location: Option<String>,
+    pub text: String,
+}
+
+impl RawResponse {
+    /// The body parsed as JSON (text that is not JSON becomes a JSON string).
+    pub fn parsed(self) -> GraphResponse {
+        let body = if self.text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&self.text).unwrap_or(serde_json::Value::String(self.text))
+        };
+        GraphResponse {
+            status: self.status,
+            retry_after: self.retry_after,
+            location: self.location,
+            body,
+        }
+    }
+}
+
 /// A response with its body parsed.
 #[derive(Debug, Clone)]
 pub struct GraphResponse {
@@ -213,8 +240,33 @@ impl GraphService {
         body: Option<&serde_json::Value>,
         extra_headers: &[(&str, &str)],
     ) -> Result<GraphResponse, ConnectorError> {
-        let url = self.url(path);
         let cost = estimate_cost(&method, path, body);
+        let body = match body {
+            Some(body) => Some(serde_json::to_vec(body).map_err(|e| {
+                ConnectorError::internal(format!("cannot serialize a Graph request: {e}"))
+            })?),
+            None => None,
+        };
+        let response = self
+            .send_serialized(method, path, body, cost, extra_headers)
+            .await?;
+        Ok(response.parsed())
+    }
+
+    /// [`send`](Self::send) for a body already serialized as JSON, costing `cost` resource
+    /// units; the answer's text is left to the caller, who may need only part of it (a
+    /// `$batch` answer carries every created item whole).
+    pub async fn send_serialized(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        cost: u32,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ConnectorError> {
+        let url = self.url(path);
+        // Shared, not copied, by every attempt.
+        let body = body.map(bytes::Bytes::from);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
@@ -228,8 +280,10 @@ impl GraphService {
             for (name, value) in extra_headers {
                 request = request.header(*name, *value);
             }
-            if let Some(body) = body {
-                request = request.json(body);
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             let outcome = request.send().await;
             attempt += 1;
@@ -285,16 +339,11 @@ impl GraphService {
             {
                 self.pause(wait);
             }
-            let body = if text.is_empty() {
-                serde_json::Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-            };
-            let response = GraphResponse {
+            let response = RawResponse {
                 status,
                 retry_after,
                 location,
-                body,
+                text,
             };
             if status == 401 && !refreshed {
                 refreshed = true;
@@ -302,7 +351,7 @@ impl GraphService {
                 continue;
             }
             if status == 401 {
-                let (code, message) = response.error();
+                let (code, message) = response.parsed().error();
                 return Err(ConnectorError::external(format!(
                     "Graph refused the token ({code}): {message}"
                 ))

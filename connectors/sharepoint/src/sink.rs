@@ -14,6 +14,7 @@ use syncbridge_api::{
 };
 use tokio::sync::Mutex;
 
+use crate::batch::{BatchAnswer, SubBody, SubRequest, SubRequestBody, batch_body};
 use crate::config::SharePointConfig;
 use crate::encoder::{ColumnInfo, encode};
 use crate::service::{Class, GraphService, classify};
@@ -185,78 +186,50 @@ impl SharePointTarget {
         Ok(out)
     }
 
-    /// Sends sub-requests through `$batch`, retrying throttled ones; returns one response per
-    /// request in order: `(status, body)`.
-    async fn run_batch(&self, mut requests: Vec<Json>) -> Result<Vec<(u16, Json)>, ConnectorError> {
-        let mut results: Vec<Option<(u16, Json)>> = vec![None; requests.len()];
+    /// Sends sub-requests through `$batch`, retrying throttled ones; returns one answer per
+    /// request in order: `(status, body)`. A sub-request's id is its index here.
+    async fn run_batch(
+        &self,
+        requests: Vec<SubRequest>,
+    ) -> Result<Vec<(u16, SubBody)>, ConnectorError> {
+        let mut results: Vec<Option<(u16, SubBody)>> = vec![None; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
-        // A sub-request's id is its index, the same on every attempt.
-        for (index, request) in requests.iter_mut().enumerate() {
-            if let Some(map) = request.as_object_mut() {
-                map.insert("id".into(), json!(index.to_string()));
-            }
-        }
         let mut attempt = 0;
         while !pending.is_empty() {
             attempt += 1;
-            let body = json!({
-                "requests": pending.iter().map(|i| requests[*i].clone()).collect::<Vec<_>>()
-            });
-            let mut response = self
+            let body = batch_body(pending.iter().map(|i| &requests[*i]));
+            let cost = pending.iter().map(|i| requests[*i].cost()).sum();
+            let response = self
                 .service
-                .send(reqwest::Method::POST, "/$batch", Some(&body), &[])
+                .send_serialized(reqwest::Method::POST, "/$batch", Some(body), cost, &[])
                 .await?;
             if response.status != 200 {
-                return Err(graph_failure("sending a $batch", &response));
+                return Err(graph_failure("sending a $batch", &response.parsed()));
             }
             let mut longest_wait: Option<Duration> = None;
             let mut throttled = false;
             let mut still = Vec::new();
-            let entries = match response.body.get_mut("responses") {
-                Some(Json::Array(entries)) => std::mem::take(entries),
-                _ => Vec::new(),
-            };
-            for mut entry in entries {
-                let Some(index) = entry
-                    .get("id")
-                    .and_then(Json::as_str)
-                    .and_then(|s| s.parse::<usize>().ok())
-                else {
+            for entry in BatchAnswer::read(&response.text).responses {
+                let Some(index) = entry.index() else {
                     continue;
                 };
-                let status = entry
-                    .get("status")
-                    .and_then(Json::as_u64)
-                    .and_then(|s| u16::try_from(s).ok())
-                    .unwrap_or(500);
-                let body = entry.get_mut("body").map(Json::take).unwrap_or(Json::Null);
-                let entry_header = |name: &str| {
-                    entry
-                        .get("headers")
-                        .and_then(Json::as_object)
-                        .and_then(|h| {
-                            h.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                                .and_then(|(_, v)| v.as_str())
-                        })
-                };
+                let status = entry.status();
+                let headers = entry.headers();
                 self.service.observe_rate_limit(
-                    entry_header("RateLimit-Remaining"),
-                    entry_header("RateLimit-Reset"),
+                    headers.get("RateLimit-Remaining"),
+                    headers.get("RateLimit-Reset"),
                 );
                 throttled |= matches!(status, 429 | 503);
                 if classify(status) == Class::Retriable
                     && attempt < self.service.config.max_attempts
                 {
-                    let wait = entry
-                        .pointer("/headers/Retry-After")
-                        .or_else(|| entry.pointer("/headers/retry-after"))
-                        .and_then(Json::as_str)
+                    let wait = headers
+                        .get("Retry-After")
                         .and_then(crate::service::parse_retry_after);
                     longest_wait = longest_wait.max(wait).or(wait);
                     still.push(index);
                 } else if index < results.len() {
-                    results[index] = Some((status, body));
+                    results[index] = Some((status, entry.body()));
                 }
             }
             if throttled {
@@ -281,7 +254,7 @@ impl SharePointTarget {
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or((500, Json::Null)))
+            .map(|r| r.unwrap_or((500, SubBody::default())))
             .collect())
     }
 
@@ -559,38 +532,57 @@ impl Target for SharePointTarget {
         let columns = self.columns_for(&collection.id).await?;
         let items = format!("{}/items", self.list_path(&collection.id));
         let mut outcomes: Vec<Option<WriteOutcome>> = (0..ops.len()).map(|_| None).collect();
-        let mut requests: Vec<(usize, Json)> = Vec::new();
+        // Each op's sub-request, serialized once; its id is its place in its `$batch`.
+        let chunk = self.service.config.batch_size.clamp(1, 20);
+        let mut batches: Vec<Vec<(usize, SubRequest)>> = Vec::new();
+        let mut serialized = 0;
         for (index, op) in ops.iter().enumerate() {
+            let id = serialized % chunk;
             let request = match op {
-                WriteOp::Create { fields, .. } => match self.encode_fields(&columns, fields) {
-                    Ok(fields) => {
-                        json!({"method": "POST", "url": items, "headers": {"Content-Type": "application/json"}, "body": {"fields": fields}})
-                    }
-                    Err((code, message)) => {
-                        outcomes[index] = Some(WriteOutcome::Rejected { code, message });
-                        continue;
-                    }
-                },
-                WriteOp::Update { item_id, fields } => match self.encode_fields(&columns, fields) {
-                    Ok(fields) => {
-                        json!({"method": "PATCH", "url": format!("{items}/{}/fields", item_id.0), "headers": {"Content-Type": "application/json"}, "body": fields})
-                    }
-                    Err((code, message)) => {
-                        outcomes[index] = Some(WriteOutcome::Rejected { code, message });
-                        continue;
-                    }
-                },
+                WriteOp::Create { fields, .. } => {
+                    self.encode_fields(&columns, fields).and_then(|fields| {
+                        sub_request(
+                            id,
+                            &reqwest::Method::POST,
+                            &items,
+                            Some(SubRequestBody::Fields { fields: &fields }),
+                        )
+                    })
+                }
+                WriteOp::Update { item_id, fields } => {
+                    self.encode_fields(&columns, fields).and_then(|fields| {
+                        let url = format!("{items}/{}/fields", item_id.0);
+                        sub_request(
+                            id,
+                            &reqwest::Method::PATCH,
+                            &url,
+                            Some(SubRequestBody::Map(&fields)),
+                        )
+                    })
+                }
                 WriteOp::Delete { item_id } => {
-                    json!({"method": "DELETE", "url": format!("{items}/{}", item_id.0)})
+                    let url = format!("{items}/{}", item_id.0);
+                    sub_request(id, &reqwest::Method::DELETE, &url, None)
                 }
             };
-            requests.push((index, request));
+            match request {
+                Ok(request) => {
+                    if id == 0 {
+                        batches.push(Vec::with_capacity(chunk));
+                    }
+                    if let Some(batch) = batches.last_mut() {
+                        batch.push((index, request));
+                    }
+                    serialized += 1;
+                }
+                Err((code, message)) => {
+                    outcomes[index] = Some(WriteOutcome::Rejected { code, message });
+                }
+            }
         }
-        let chunk = self.service.config.batch_size.clamp(1, 20);
-        let batches: Vec<Vec<(usize, Json)>> = requests.chunks(chunk).map(<[_]>::to_vec).collect();
         let concurrency = self.service.config.concurrency.max(1);
         let mut answered = futures::stream::iter(batches.into_iter().map(|batch| async move {
-            let (indexes, requests): (Vec<usize>, Vec<Json>) = batch.into_iter().unzip();
+            let (indexes, requests): (Vec<usize>, Vec<SubRequest>) = batch.into_iter().unzip();
             self.run_batch(requests)
                 .await
                 .map(|responses| indexes.into_iter().zip(responses).collect::<Vec<_>>())
@@ -605,22 +597,8 @@ impl Target for SharePointTarget {
         drop(answered);
         for (index, (status, body)) in answers {
             let op = &ops[index];
-            let code = body
-                .pointer("/error/code")
-                .and_then(Json::as_str)
-                .unwrap_or("unknown")
-                .to_owned();
-            let message = body
-                .pointer("/error/message")
-                .and_then(Json::as_str)
-                .unwrap_or("")
-                .to_owned();
             outcomes[index] = Some(match (op, classify(status)) {
-                (WriteOp::Create { .. }, Class::Success) => match body
-                    .get("id")
-                    .and_then(Json::as_str)
-                    .and_then(|s| s.parse().ok())
-                {
+                (WriteOp::Create { .. }, Class::Success) => match body.item_id() {
                     Some(id) => WriteOutcome::Created {
                         item_id: ItemId(id),
                     },
@@ -632,7 +610,10 @@ impl Target for SharePointTarget {
                 (WriteOp::Create { key, .. }, Class::Permanent) if status == 409 => {
                     match self.find(&collection.id, "SyncBridgeKey", key).await? {
                         Some(item_id) => WriteOutcome::Created { item_id },
-                        None => WriteOutcome::Rejected { code, message },
+                        None => {
+                            let (code, message) = body.error();
+                            WriteOutcome::Rejected { code, message }
+                        }
                     }
                 }
                 (WriteOp::Update { .. }, Class::Success) => WriteOutcome::Updated,
@@ -640,10 +621,16 @@ impl Target for SharePointTarget {
                 (WriteOp::Delete { .. } | WriteOp::Update { .. }, Class::NotFound) => {
                     WriteOutcome::NotFound
                 }
-                (_, Class::Retriable) => WriteOutcome::Failed(ConnectorError::external(format!(
-                    "{status} {code}: {message}"
-                ))),
-                _ => WriteOutcome::Rejected { code, message },
+                (_, Class::Retriable) => {
+                    let (code, message) = body.error();
+                    WriteOutcome::Failed(ConnectorError::external(format!(
+                        "{status} {code}: {message}"
+                    )))
+                }
+                _ => {
+                    let (code, message) = body.error();
+                    WriteOutcome::Rejected { code, message }
+                }
             });
         }
         Ok(outcomes
@@ -790,6 +777,21 @@ impl Target for SharePointTarget {
             reset: false,
         })
     }
+}
+
+/// A sub-request, or why it cannot be one (a rejection's code and message).
+fn sub_request(
+    id: usize,
+    method: &reqwest::Method,
+    url: &str,
+    body: Option<SubRequestBody<'_>>,
+) -> Result<SubRequest, (String, String)> {
+    SubRequest::new(id, method, url, body).map_err(|error| {
+        (
+            "invalidValue".into(),
+            format!("cannot serialize the item: {error}"),
+        )
+    })
 }
 
 mod json {

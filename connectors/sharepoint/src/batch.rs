@@ -1,0 +1,293 @@
+//! `$batch` bodies and answers, without JSON trees on the hot path.
+//!
+//! Each sub-request is serialized once, with its id, and a batch body is those texts joined, so
+//! a retry of some of them copies bytes instead of rebuilding and cloning JSON values. An answer
+//! is read into typed records that borrow from its text; of a sub-answer's body only what a
+//! writer uses is read (the created item's id, an error's code and message), not the whole item
+//! Graph echoes back for every create.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::pacing::estimate_cost;
+
+/// One `$batch` sub-request, serialized, with its resource-unit cost.
+#[derive(Debug, Clone)]
+pub struct SubRequest {
+    text: String,
+    cost: u32,
+}
+
+/// What a sub-request carries as its body.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SubRequestBody<'a> {
+    /// A create: `{"fields": {…}}`.
+    Fields {
+        fields: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    /// An update of a list item's fields: `{…}`.
+    Map(&'a serde_json::Map<String, serde_json::Value>),
+}
+
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    id: String,
+    method: &'a str,
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<JsonContent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<SubRequestBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonContent {
+    #[serde(rename = "Content-Type")]
+    content_type: &'static str,
+}
+
+impl SubRequest {
+    /// Serializes a sub-request whose id is `id` (its index in the batch: the same on every
+    /// attempt, so answers match requests however often some are sent again).
+    pub fn new(
+        id: usize,
+        method: &reqwest::Method,
+        url: &str,
+        body: Option<SubRequestBody<'_>>,
+    ) -> Result<Self, serde_json::Error> {
+        let text = serde_json::to_string(&Outgoing {
+            id: id.to_string(),
+            method: method.as_str(),
+            url,
+            headers: body.as_ref().map(|_| JsonContent {
+                content_type: "application/json",
+            }),
+            body,
+        })?;
+        Ok(Self {
+            text,
+            cost: estimate_cost(method, url, None),
+        })
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+}
+
+/// The body of a `$batch` of these sub-requests: `{"requests":[…]}`.
+pub fn batch_body<'r>(requests: impl IntoIterator<Item = &'r SubRequest>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(4096);
+    body.extend_from_slice(b"{\"requests\":[");
+    for (index, request) in requests.into_iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(request.text.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// A `$batch` answer, borrowed from its text.
+#[derive(Debug, Deserialize)]
+pub struct BatchAnswer<'a> {
+    #[serde(borrow, default)]
+    pub responses: Vec<SubAnswer<'a>>,
+}
+
+impl<'a> BatchAnswer<'a> {
+    /// Reads an answer; text that is not a `$batch` answer reads as one without entries (every
+    /// sub-request then counts as unanswered and is sent again).
+    pub fn read(text: &'a str) -> Self {
+        serde_json::from_str(text).unwrap_or(Self {
+            responses: Vec::new(),
+        })
+    }
+}
+
+/// One entry of a `$batch` answer.
+#[derive(Debug, Deserialize)]
+pub struct SubAnswer<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+impl SubAnswer<'_> {
+    /// The index of the sub-request this answers, if its id is one of ours.
+    pub fn index(&self) -> Option<usize> {
+        // Our ids are digits, which JSON never escapes.
+        let id: &str = serde_json::from_str(self.id?.get()).ok()?;
+        id.parse().ok()
+    }
+
+    /// The sub-answer's status; an entry without a readable one counts as a server error.
+    pub fn status(&self) -> u16 {
+        self.status
+            .and_then(|s| serde_json::from_str::<u64>(s.get()).ok())
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(500)
+    }
+
+    /// The sub-answer's headers (names compared without case), read when asked for.
+    pub fn headers(&self) -> SubHeaders {
+        SubHeaders(
+            self.headers
+                .and_then(|h| serde_json::from_str(h.get()).ok())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// What a writer uses of the body.
+    pub fn body(&self) -> SubBody {
+        self.body
+            .and_then(|b| serde_json::from_str(b.get()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A sub-answer's headers.
+#[derive(Debug, Default)]
+pub struct SubHeaders(serde_json::Map<String, serde_json::Value>);
+
+impl SubHeaders {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .and_then(|(_, value)| value.as_str())
+    }
+}
+
+/// The parts of a sub-answer's body a writer uses; the rest of it is skipped unread.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct SubBody {
+    /// A created item's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub error: Option<SubError>,
+}
+
+/// Graph's error object.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct SubError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl SubBody {
+    /// Graph's error code and message (`unknown` and empty when the body has none).
+    pub fn error(&self) -> (String, String) {
+        let error = self.error.clone().unwrap_or_default();
+        (
+            error.code.unwrap_or_else(|| "unknown".into()),
+            error.message.unwrap_or_default(),
+        )
+    }
+
+    /// A created item's id as a number.
+    pub fn item_id(&self) -> Option<i64> {
+        self.id.as_deref()?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn sub_requests_serialize_as_graph_expects() {
+        let map = fields(&[
+            ("Title", "a \"quoted\" title".into()),
+            ("Amount", 2.5.into()),
+        ]);
+        let create = SubRequest::new(
+            0,
+            &reqwest::Method::POST,
+            "/sites/s/lists/l/items",
+            Some(SubRequestBody::Fields { fields: &map }),
+        )
+        .expect("create");
+        let update = SubRequest::new(
+            1,
+            &reqwest::Method::PATCH,
+            "/sites/s/lists/l/items/7/fields",
+            Some(SubRequestBody::Map(&map)),
+        )
+        .expect("update");
+        let delete = SubRequest::new(
+            2,
+            &reqwest::Method::DELETE,
+            "/sites/s/lists/l/items/8",
+            None,
+        )
+        .expect("delete");
+        let body: serde_json::Value =
+            serde_json::from_slice(&batch_body([&create, &update, &delete])).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"requests": [
+                {"id": "0", "method": "POST", "url": "/sites/s/lists/l/items",
+                 "headers": {"Content-Type": "application/json"},
+                 "body": {"fields": {"Title": "a \"quoted\" title", "Amount": 2.5}}},
+                {"id": "1", "method": "PATCH", "url": "/sites/s/lists/l/items/7/fields",
+                 "headers": {"Content-Type": "application/json"},
+                 "body": {"Title": "a \"quoted\" title", "Amount": 2.5}},
+                {"id": "2", "method": "DELETE", "url": "/sites/s/lists/l/items/8"}
+            ]})
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&batch_body([&update])).expect("json")["requests"]
+                [0]["id"],
+            "1",
+            "a retried sub-request keeps its id"
+        );
+        assert!(create.cost() > 0 && delete.cost() > 0);
+    }
+
+    #[test]
+    fn answers_read_ids_statuses_headers_and_errors() {
+        let text = r#"{"responses":[
+            {"id":"1","status":201,"headers":{"Content-Type":"application/json"},
+             "body":{"id":"42","fields":{"Title":"x","Nested":{"a":[1,2,{"b":null}]}},"createdBy":{"user":{"id":"u"}}}},
+            {"id":"0","status":429,"headers":{"retry-after":"3","RateLimit-Remaining":"10"}},
+            {"id":"2","status":409,"body":{"error":{"code":"nameAlreadyExists","message":"the key \"k\" is taken"}}},
+            {"id":"x","status":200},
+            {"id":"3","status":"weird","body":"not an object"}
+        ]}"#;
+        let answer = BatchAnswer::read(text);
+        let entries = &answer.responses;
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[0].index(), Some(1));
+        assert_eq!(entries[0].status(), 201);
+        assert_eq!(entries[0].body().item_id(), Some(42));
+        assert_eq!(entries[1].headers().get("Retry-After"), Some("3"));
+        assert_eq!(entries[1].headers().get("ratelimit-remaining"), Some("10"));
+        assert_eq!(entries[1].body().item_id(), None);
+        assert_eq!(
+            entries[2].body().error(),
+            ("nameAlreadyExists".into(), "the key \"k\" is taken".into())
+        );
+        assert_eq!(entries[3].index(), None);
+        assert_eq!(entries[4].status(), 500);
+        assert_eq!(entries[4].body().error(), ("unknown".into(), String::new()));
+        assert!(BatchAnswer::read("<html>oops</html>").responses.is_empty());
+    }
+}
