@@ -136,6 +136,22 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
                 .expect("join"),
         );
     }
+    // The kills interrupted creates under way: the next runs found their intents.
+    let meta = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
+    let recoveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_events WHERE event_type = 'RECOVERY'")
+            .fetch_one(&mut meta)
+            .await
+            .expect("recovery events");
+    let intents_left: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_create_intents")
+        .fetch_one(&mut meta)
+        .await
+        .expect("intents");
+    assert!(
+        recoveries + intents_left > 0,
+        "no killed run left a create intent behind: the test did not exercise recovery"
+    );
     // Phase 2: half the rows change shard (moves), killed mid-run too.
     sqlx::query("UPDATE projects SET status = CASE status WHEN 'Active' THEN 'On hold' WHEN 'On hold' THEN 'Active' ELSE status END, name = name || ' v2', updated_at = '2026-06-01 00:00:00' WHERE id % 2 = 0")
         .execute(&mut db)

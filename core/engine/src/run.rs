@@ -1,13 +1,16 @@
 //! One run of a sync definition: read → identity → map → route → ledger diff → write → commit.
 //!
 //! # The idempotency protocol (DESIGN.md §4)
-//! Before a create is sent, the ledger records the intent (`PENDING_CREATE` with the list). After
-//! the target answers, the ledger records the item id and content hash (`SYNCED`). A move records
-//! `PENDING_MOVE` (new list pending, old item still current), creates in the new list, deletes the
-//! old item, then records `SYNCED`. A delete records `PENDING_DELETE` first. At the start of every
-//! run, pending rows left by a crash are resolved by looking the identity up in the list's hidden,
-//! unique key column: found → adopt the item; absent → forget the intent (the row is read again,
-//! because the cursor only advances after every row below it is synced or dead-lettered).
+//! Before creates are sent, the meta-store records the intent: one `sync_create_intents` row per
+//! list's share of a batch, naming the list and every identity. After the target answers, the
+//! ledger records each item id and content hash (`SYNCED`) and the intent is deleted, in one
+//! transaction, so each new ledger row is written once. A move records `PENDING_MOVE` (new list
+//! pending, old item still current), creates in the new list, deletes the old item, then records
+//! `SYNCED`. A delete records `PENDING_DELETE` first. At the start of every run, intents and
+//! pending rows left by a crash (and `PENDING_CREATE` rows, which earlier versions wrote instead
+//! of intents) are resolved by looking the identity up in the list's hidden, unique key column:
+//! found → adopt the item; absent → forget the intent (the row is read again, because the cursor
+//! only advances after every row below it is synced or dead-lettered).
 //!
 //! The result: whatever fails in between, each source row ends as exactly one item in exactly the
 //! list its shard says.
@@ -205,7 +208,20 @@ struct LedgerWriter {
 impl LedgerWriter {
     /// Writes ledger rows in one transaction.
     async fn put(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let writes: Vec<LedgerWrite<'_>> = entries
+        runtime::put_ledger_many(&self.store, &self.writes(entries)).await
+    }
+
+    async fn record_create_intent(&self, intent: &runtime::CreateIntent) -> Result<(), StoreError> {
+        runtime::record_create_intent(&self.store, self.sync_def_id, self.run_id, intent).await
+    }
+
+    /// Writes ledger rows and deletes the create intent they settle, in one transaction.
+    async fn settle(&self, entries: &[Entry], intent: Id) -> Result<(), StoreError> {
+        runtime::settle_create_intent(&self.store, intent, &self.writes(entries)).await
+    }
+
+    fn writes<'e>(&'e self, entries: &'e [Entry]) -> Vec<LedgerWrite<'e>> {
+        entries
             .iter()
             .map(|e| LedgerWrite {
                 sync_def_id: self.sync_def_id,
@@ -221,8 +237,7 @@ impl LedgerWriter {
                 sync_target_id: e.target,
                 run_id: self.run_id,
             })
-            .collect();
-        runtime::put_ledger_many(&self.store, &writes).await
+            .collect()
     }
 }
 
@@ -250,6 +265,8 @@ const WRITES_IN_FLIGHT: usize = 4;
 struct WriteJob {
     index: usize,
     rows: Vec<(Prepared, Planned)>,
+    /// The create intent recorded for the job's creates, deleted when their outcomes are.
+    intent: Option<Id>,
     handle: tokio::task::JoinHandle<Result<Vec<WriteOutcome>, EngineError>>,
 }
 
@@ -1153,15 +1170,17 @@ impl<'a> RunState<'a> {
     async fn recover(&mut self) -> Result<(), EngineError> {
         let store = &self.engine.store;
         let pending = runtime::pending_ledger_rows(store, self.def.id).await?;
-        if !pending.is_empty() {
-            tracing::info!(sync = %self.def.name, rows = pending.len(), "resolving writes a previous run left pending");
+        let intents = runtime::create_intents(store, self.def.id).await?;
+        let writes = pending.len() + intents.iter().map(|i| i.identities.len()).sum::<usize>();
+        if writes > 0 {
+            tracing::info!(sync = %self.def.name, rows = writes, "resolving writes a previous run left pending");
             if let Some(run_id) = self.run_id {
-                let message = format!(
-                    "resolving {} writes an interrupted run left pending",
-                    pending.len()
-                );
+                let message = format!("resolving {writes} writes an interrupted run left pending");
                 runtime::add_event(store, run_id, "WARN", "RECOVERY", &message, None).await?;
             }
+        }
+        for intent in intents {
+            self.resolve_create_intent(intent).await?;
         }
         for row in pending {
             match row.sync_state.as_str() {
@@ -1226,6 +1245,40 @@ impl<'a> RunState<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Resolves creates an interrupted run may or may not have sent: an identity found in the
+    /// list's key column is adopted (a null content hash makes the next read update the item);
+    /// one not found was never created, and its row is read again (the cursor never passed
+    /// it). The adoptions and the intent's deletion are one transaction.
+    async fn resolve_create_intent(
+        &mut self,
+        intent: runtime::CreateIntent,
+    ) -> Result<(), EngineError> {
+        let mut adopted = Vec::new();
+        if let Some(list) = self.target_by_list(&intent.sp_list_id) {
+            for (identity, hash) in intent.identities {
+                let found = list
+                    .target
+                    .find_by_key(&list.collection, KEY_FIELD, &hash)
+                    .await
+                    .map_err(|e| self.connector_error(e))?;
+                if let Some(item) = found {
+                    adopted.push(Entry {
+                        identity,
+                        hash,
+                        list: Some(list.collection.id.clone()),
+                        item: Some(item.0),
+                        content: None,
+                        state: "SYNCED",
+                        pending: None,
+                        target: Some(list.sync_target_id),
+                    });
+                }
+            }
+        }
+        // A list that is no longer a target of the definition: nothing there is ours to adopt.
+        self.record_outcomes(&adopted, Some(intent.id)).await
     }
 
     /// Processes again the dead-lettered rows whose retry is due, from the raw row they kept
@@ -1322,9 +1375,17 @@ impl<'a> RunState<'a> {
     }
 
     /// Writes ledger rows in one transaction (nothing in a dry run).
-    async fn flush(&self, entries: &[Entry]) -> Result<(), EngineError> {
-        if let Some(ledger) = self.ledger_writer() {
-            ledger.put(entries).await?;
+    /// Records outcomes in the ledger and, in the same transaction, deletes the create intent
+    /// they settle (if any).
+    async fn record_outcomes(
+        &self,
+        entries: &[Entry],
+        intent: Option<Id>,
+    ) -> Result<(), EngineError> {
+        match (self.ledger_writer(), intent) {
+            (Some(ledger), Some(intent)) => ledger.settle(entries, intent).await?,
+            (Some(ledger), None) => ledger.put(entries).await?,
+            (None, _) => {}
         }
         Ok(())
     }
@@ -2099,19 +2160,24 @@ impl<'a> RunState<'a> {
         let list_id = target.collection.id.clone();
         let sync_target_id = target.sync_target_id;
         // Intents first: a crash after the target created an item is recovered by key look-up.
-        let intents: Vec<Entry> = rows
+        // Creates share one intent row; a move is a ledger row of its own (it also names the
+        // item it replaces).
+        let creates: Vec<(String, String)> = rows
+            .iter()
+            .filter(|(_, planned)| matches!(planned, Planned::Create))
+            .map(|(row, _)| (row.identity.clone(), row.hash.clone()))
+            .collect();
+        let ledger = self.ledger_writer();
+        let intent = (!creates.is_empty() && ledger.is_some()).then(|| runtime::CreateIntent {
+            id: Id::new(),
+            sp_list_id: list_id.clone(),
+            sync_target_id: Some(sync_target_id),
+            identities: creates,
+        });
+        let intent_id = intent.as_ref().map(|i| i.id);
+        let moves: Vec<Entry> = rows
             .iter()
             .filter_map(|(row, planned)| match planned {
-                Planned::Create => Some(Entry {
-                    identity: row.identity.clone(),
-                    hash: row.hash.clone(),
-                    list: None,
-                    item: None,
-                    content: None,
-                    state: "PENDING_CREATE",
-                    pending: Some(list_id.clone()),
-                    target: Some(sync_target_id),
-                }),
                 Planned::Move {
                     from_list,
                     from_item,
@@ -2149,12 +2215,14 @@ impl<'a> RunState<'a> {
             .collect();
         let target = self.targets[index].target.clone();
         let collection = self.targets[index].collection.clone();
-        let ledger = self.ledger_writer();
         let sync = self.def.name.clone();
         // The task records the intents before it writes, so the run reads on meanwhile.
         let handle = tokio::spawn(async move {
             if let Some(ledger) = ledger {
-                ledger.put(&intents).await?;
+                ledger.put(&moves).await?;
+                if let Some(intent) = &intent {
+                    ledger.record_create_intent(intent).await?;
+                }
             }
             target
                 .write(&collection, ops)
@@ -2167,6 +2235,7 @@ impl<'a> RunState<'a> {
         Ok(WriteJob {
             index,
             rows,
+            intent: intent_id,
             handle,
         })
     }
@@ -2176,6 +2245,7 @@ impl<'a> RunState<'a> {
         let WriteJob {
             index,
             rows,
+            intent,
             handle,
         } = job;
         let answered = handle.await;
@@ -2290,7 +2360,7 @@ impl<'a> RunState<'a> {
                 _ => {}
             }
         }
-        self.flush(&synced).await?;
+        self.record_outcomes(&synced, intent).await?;
         if !recreate.is_empty() {
             let rows: Vec<(Prepared, Planned)> = recreate
                 .into_iter()

@@ -688,3 +688,168 @@ async fn full_reads_take_the_saved_ledger_digest_and_still_see_changes() {
         assert_eq!(items(&fx.emulator), 119, "{backend}");
     }
 }
+
+/// Recovery (DESIGN.md §4, step 4): a create intent left by an interrupted run is resolved by
+/// looking each identity up in the list — items that were created are adopted, not created
+/// again; identities that were never created are created by the next read. A `PENDING_CREATE`
+/// ledger row (as earlier versions recorded intents) is resolved the same way.
+#[tokio::test]
+async fn interrupted_create_intents_are_resolved_by_key_look_up() {
+    use syncbridge_api::Value;
+    use syncbridge_engine::identity::{source_identity, source_identity_hash};
+
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let fx = fixture(&store, 30, "ONE_WAY_PUSH").await;
+        let def = fx.engine.definition("projects").await.expect("definition");
+        let report = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("initial");
+        assert_eq!(report.created, 30, "{backend}");
+        let ledger = runtime::ledger_page(&store, def.id, None, 100)
+            .await
+            .expect("ledger");
+        let row = |id: i64| {
+            let identity = source_identity([&Value::Int(id)]);
+            ledger
+                .iter()
+                .find(|r| r.source_identity == identity)
+                .cloned()
+                .unwrap_or_else(|| panic!("{backend}: ledger row of {id}"))
+        };
+        let (three, seven, eleven) = (row(3), row(7), row(11));
+        let list = three.sp_list_id.clone().expect("list");
+        assert_eq!(
+            three.source_identity_hash,
+            source_identity_hash(&def.key_strategy, &three.source_identity),
+            "{backend}: the identity is computed as the engine does"
+        );
+
+        // Rows 3 and 7 were created but their outcome never reached the ledger; row 31 was
+        // about to be created when the run died; row 11's intent is a `PENDING_CREATE` row.
+        runtime::delete_ledger(&store, def.id, &three.source_identity_hash)
+            .await
+            .expect("forget 3");
+        runtime::delete_ledger(&store, def.id, &seven.source_identity_hash)
+            .await
+            .expect("forget 7");
+        execute(
+            &fx.source,
+            "INSERT INTO projects VALUES (31, 'P31', 'Active', '1.00', '2025-01-01', NULL, '2026-01-01 00:00:31');",
+        )
+        .await;
+        let new_identity = source_identity([&Value::Int(31)]);
+        let new_hash = source_identity_hash(&def.key_strategy, &new_identity);
+        let run_id = runtime::start_run(&store, def.id, "PUSH")
+            .await
+            .expect("run");
+        let intent = runtime::CreateIntent {
+            id: syncbridge_store::Id::new(),
+            sp_list_id: list.clone(),
+            sync_target_id: None,
+            identities: vec![
+                (
+                    three.source_identity.clone(),
+                    three.source_identity_hash.clone(),
+                ),
+                (
+                    seven.source_identity.clone(),
+                    seven.source_identity_hash.clone(),
+                ),
+                (new_identity, new_hash.clone()),
+            ],
+        };
+        runtime::record_create_intent(&store, def.id, run_id, &intent)
+            .await
+            .expect("intent");
+        assert_eq!(
+            runtime::create_intents(&store, def.id)
+                .await
+                .expect("intents"),
+            vec![intent],
+            "{backend}: the intent reads back as recorded"
+        );
+        runtime::put_ledger(
+            &store,
+            &runtime::LedgerWrite {
+                sync_def_id: def.id,
+                source_identity: &eleven.source_identity,
+                source_identity_hash: &eleven.source_identity_hash,
+                key_strategy: &def.key_strategy,
+                source_instance_id: None,
+                sp_list_id: None,
+                sp_item_id: None,
+                content_hash: None,
+                sync_state: "PENDING_CREATE",
+                pending_list_id: Some(&list),
+                sync_target_id: None,
+                run_id,
+            },
+        )
+        .await
+        .expect("pending create");
+
+        let report = fx
+            .engine
+            .run(
+                "projects",
+                &RunOptions {
+                    full: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("recovering run");
+        // 3, 7 and 11 are adopted without a content hash, so the read updates them once.
+        assert_eq!(
+            (report.created, report.updated, report.unchanged),
+            (1, 3, 27),
+            "{backend}: {report:?}"
+        );
+        assert_eq!(
+            items(&fx.emulator),
+            31,
+            "{backend}: no item was created twice"
+        );
+        assert!(
+            runtime::create_intents(&store, def.id)
+                .await
+                .expect("intents")
+                .is_empty(),
+            "{backend}: the intent is settled"
+        );
+        let ledger = runtime::ledger_page(&store, def.id, None, 100)
+            .await
+            .expect("ledger");
+        assert_eq!(ledger.len(), 31, "{backend}");
+        assert!(
+            ledger
+                .iter()
+                .all(|r| r.sync_state == "SYNCED" && r.sp_item_id.is_some()),
+            "{backend}: every row is synced to an item"
+        );
+        let adopted = |hash: &str| {
+            ledger
+                .iter()
+                .find(|r| r.source_identity_hash == hash)
+                .and_then(|r| r.sp_item_id)
+        };
+        assert_eq!(
+            adopted(&three.source_identity_hash),
+            three.sp_item_id,
+            "{backend}: 3 keeps its item"
+        );
+        assert_eq!(
+            adopted(&seven.source_identity_hash),
+            seven.sp_item_id,
+            "{backend}: 7 keeps its item"
+        );
+        assert_eq!(
+            adopted(&eleven.source_identity_hash),
+            eleven.sp_item_id,
+            "{backend}: 11 keeps its item"
+        );
+    }
+}

@@ -516,7 +516,26 @@ fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
 /// Rows go in multi-row statements: one statement per row costs a round trip to the database
 /// (or to SQLite's worker thread) each, which dominated the engine's time.
 pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Result<(), StoreError> {
-    if writes.is_empty() {
+    put_ledger_settling(store, writes, None).await
+}
+
+/// Writes ledger rows and, in the same transaction, deletes a create intent: the intent's
+/// outcomes (created items, or nothing for creates that failed) are then recorded exactly when
+/// the intent is gone.
+pub async fn settle_create_intent(
+    store: &Store,
+    intent: Id,
+    writes: &[LedgerWrite<'_>],
+) -> Result<(), StoreError> {
+    put_ledger_settling(store, writes, Some(intent)).await
+}
+
+async fn put_ledger_settling(
+    store: &Store,
+    writes: &[LedgerWrite<'_>],
+    intent: Option<Id>,
+) -> Result<(), StoreError> {
+    if writes.is_empty() && intent.is_none() {
         return Ok(());
     }
     // PostgreSQL refuses to touch one row twice in a statement: keep each identity's last write.
@@ -553,9 +572,68 @@ pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Resul
         for sync_def_id in definitions {
             sqlx::query(BUMP_LEDGER_GENERATION).bind(sync_def_id).execute(&mut *tx).await?;
         }
+        if let Some(intent) = intent {
+            sqlx::query("DELETE FROM sync_create_intents WHERE id = $1").bind(intent).execute(&mut *tx).await?;
+        }
         tx.commit().await
     }.await)
     .map_err(StoreError::query("writing the ledger"))
+}
+
+/// The identities a run is about to create in one list, recorded before the creates are sent
+/// (DESIGN.md §4, step 2) and deleted by [`settle_create_intent`] once their outcomes are in
+/// the ledger. One left behind was interrupted: recovery looks each identity up in the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateIntent {
+    pub id: Id,
+    pub sp_list_id: String,
+    pub sync_target_id: Option<Id>,
+    /// `(source_identity, source_identity_hash)` of every row to create.
+    pub identities: Vec<(String, String)>,
+}
+
+/// Records a create intent (one row, however many identities).
+pub async fn record_create_intent(
+    store: &Store,
+    sync_def_id: Id,
+    run_id: Id,
+    intent: &CreateIntent,
+) -> Result<(), StoreError> {
+    let identities = serde_json::to_string(&intent.identities).map_err(|error| {
+        StoreError::query("recording a create intent")(sqlx::Error::Encode(Box::new(error)))
+    })?;
+    with_writer!(store, pool => sqlx::query(
+        "INSERT INTO sync_create_intents (id, sync_def_id, sp_list_id, sync_target_id, run_id, identities, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(intent.id).bind(sync_def_id).bind(&intent.sp_list_id).bind(intent.sync_target_id)
+        .bind(run_id).bind(&identities).bind(Utc::now())
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("recording a create intent"))
+}
+
+/// The create intents an interrupted run left behind, oldest first.
+pub async fn create_intents(
+    store: &Store,
+    sync_def_id: Id,
+) -> Result<Vec<CreateIntent>, StoreError> {
+    let rows: Vec<(Id, String, Option<Id>, String)> = with_pool!(store, pool => sqlx::query_as(
+        "SELECT id, sp_list_id, sync_target_id, identities FROM sync_create_intents
+          WHERE sync_def_id = $1 ORDER BY created_at, id")
+        .bind(sync_def_id).fetch_all(pool).await)
+    .map_err(StoreError::query("reading create intents"))?;
+    rows.into_iter()
+        .map(|(id, sp_list_id, sync_target_id, identities)| {
+            let identities = serde_json::from_str(&identities).map_err(|error| {
+                StoreError::query("reading create intents")(sqlx::Error::Decode(Box::new(error)))
+            })?;
+            Ok(CreateIntent {
+                id,
+                sp_list_id,
+                sync_target_id,
+                identities,
+            })
+        })
+        .collect()
 }
 
 /// Counts a ledger write of one definition and drops its saved digest, in the write's
