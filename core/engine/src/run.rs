@@ -24,8 +24,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use syncbridge_api::{
     BatchStream, CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId,
-    Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, ShardRouter, TableRef,
-    Value, WasmRef, WriteOp, WriteOutcome,
+    Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, RowView, ShardRouter,
+    TableRef, Value, WasmRef, WriteOp, WriteOutcome,
 };
 use syncbridge_store::definitions::{RunDefinition, load_run_definition, sync_names};
 use syncbridge_store::runtime::{self, LedgerRow, LedgerWrite, NewFailure, RunCounters};
@@ -37,7 +37,7 @@ use crate::connect::{source_config, target_config};
 use crate::identity::{
     content_digest, source_identity, source_identity_digest, source_identity_hash,
 };
-use crate::mapping::{Mapper, MappingSpec};
+use crate::mapping::{MappedRow, Mapper, MappingSpec};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
 use crate::router::CelRouter;
 
@@ -1852,7 +1852,17 @@ impl<'a> RunState<'a> {
             .iter()
             .filter(|row| row.kind != RowKind::Delete)
             .collect();
-        let mut mapped_rows = mapper.map_batch(columns, &upserts).into_iter();
+        let mapped_rows = mapper.map_batch(columns, &upserts);
+        // One routing call for the batch's mapped rows (a WASM router decides a whole batch in
+        // one call; the CEL router builds its context once).
+        let mut routes = router.map(|router| {
+            let views: Vec<RowView<'_>> = mapped_rows
+                .iter()
+                .filter_map(|m| m.as_ref().ok().map(MappedRow::view))
+                .collect();
+            router.route(&views).into_iter()
+        });
+        let mut mapped_rows = mapped_rows.into_iter();
         let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
         let mut deletes: Vec<String> = Vec::new();
         for row in &batch.rows {
@@ -1891,6 +1901,14 @@ impl<'a> RunState<'a> {
                     continue;
                 }
             };
+            // Taken for every mapped row, in order, as the router was given them.
+            let decision = routes.as_mut().map(|decisions| {
+                decisions.next().unwrap_or_else(|| {
+                    RouteDecision::Failed(syncbridge_api::RuleError::new(
+                        "the router gave no decision for the row",
+                    ))
+                })
+            });
             let Some(identity) = self.identity_of(columns, row, Some(&mapped.fields)) else {
                 self.dead_letter(
                     None,
@@ -1906,7 +1924,7 @@ impl<'a> RunState<'a> {
                 continue;
             };
             let identity_digest = source_identity_digest(&self.def.key_strategy, &identity);
-            let target = match router.map(|r| r.route(&[mapped.view()]).remove(0)) {
+            let target = match decision {
                 None | Some(RouteDecision::Default) => self.default_target(),
                 Some(RouteDecision::Target(name)) => {
                     match self.targets.iter().position(|t| t.name == name) {
