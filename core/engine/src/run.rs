@@ -1531,15 +1531,28 @@ impl<'a> RunState<'a> {
             .map_err(|e| self.connector_error(e))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.connector_error(e))?;
-            for row in &batch.rows {
-                let Ok(mapped) = mapper.map_row(&batch.columns, row) else {
-                    continue;
-                };
+            // Mapped and routed a batch at a time, as a run does.
+            let rows: Vec<&Row> = batch.rows.iter().collect();
+            let mapped: Vec<(&Row, MappedRow)> = rows
+                .iter()
+                .zip(mapper.map_batch(&batch.columns, &rows))
+                .filter_map(|(row, mapped)| Some((*row, mapped.ok()?)))
+                .collect();
+            let mut decisions = router.map(|router| {
+                let views: Vec<RowView<'_>> = mapped.iter().map(|(_, m)| m.view()).collect();
+                router.route(&views).into_iter()
+            });
+            for (row, mapped) in &mapped {
+                let decision = decisions.as_mut().map(|d| {
+                    d.next().unwrap_or_else(|| {
+                        RouteDecision::Failed(syncbridge_api::RuleError::new("no decision"))
+                    })
+                });
                 let Some(identity) = self.identity_of(&batch.columns, row, Some(&mapped.fields))
                 else {
                     continue;
                 };
-                let target = match router.map(|r| r.route(&[mapped.view()]).remove(0)) {
+                let target = match decision {
                     None | Some(RouteDecision::Default) => self.default_target(),
                     Some(RouteDecision::Target(name)) => self
                         .targets
