@@ -1095,7 +1095,6 @@ impl Graph {
         }
     }
 
-    /// Answers one `$batch` entry.
     /// Answers one `$batch` entry, unpacked by [`batch_request`].
     pub fn batch_item(&mut self, entry: &Value, request: &Request) -> Value {
         let id = entry
