@@ -299,6 +299,9 @@ impl Drop for InFlight {
     }
 }
 
+/// Key look-ups under way at once while a create intent is resolved.
+const RECOVERY_LOOKUPS_IN_FLIGHT: usize = 8;
+
 /// Source batches read ahead of the one being processed. The source's next query (and the
 /// decoding of its rows) then overlaps mapping, hashing and planning, instead of waiting for
 /// them; memory grows by at most this many batches.
@@ -1257,12 +1260,22 @@ impl<'a> RunState<'a> {
     ) -> Result<(), EngineError> {
         let mut adopted = Vec::new();
         if let Some(list) = self.target_by_list(&intent.sp_list_id) {
-            for (identity, hash) in intent.identities {
-                let found = list
-                    .target
-                    .find_by_key(&list.collection, KEY_FIELD, &hash)
-                    .await
-                    .map_err(|e| self.connector_error(e))?;
+            // Look-ups are independent: several at once, as a remote service answers each
+            // after a round trip (an intent holds a batch's share of rows).
+            let lookups: Vec<_> = futures::stream::iter(intent.identities.into_iter().map(
+                |(identity, hash)| async move {
+                    let found = list
+                        .target
+                        .find_by_key(&list.collection, KEY_FIELD, &hash)
+                        .await;
+                    (identity, hash, found)
+                },
+            ))
+            .buffered(RECOVERY_LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+            for (identity, hash, found) in lookups {
+                let found = found.map_err(|e| self.connector_error(e))?;
                 if let Some(item) = found {
                     adopted.push(Entry {
                         identity,
