@@ -188,10 +188,12 @@ pub struct SubError {
 impl SubBody {
     /// Graph's error code and message (`unknown` and empty when the body has none).
     pub fn error(&self) -> (String, String) {
-        let error = self.error.clone().unwrap_or_default();
+        let error = self.error.as_ref();
         (
-            error.code.unwrap_or_else(|| "unknown".into()),
-            error.message.unwrap_or_default(),
+            error
+                .and_then(|e| e.code.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            error.and_then(|e| e.message.clone()).unwrap_or_default(),
         )
     }
 

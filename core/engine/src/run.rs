@@ -24,8 +24,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use syncbridge_api::{
     BatchStream, CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId,
-    Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, RowView, ShardRouter,
-    TableRef, Value, WasmRef, WriteOp, WriteOutcome,
+    Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, RowView, RuleError,
+    ShardRouter, TableRef, Value, WasmRef, WriteOp, WriteOutcome,
 };
 use syncbridge_store::definitions::{RunDefinition, load_run_definition, sync_names};
 use syncbridge_store::runtime::{self, LedgerRow, LedgerWrite, NewFailure, RunCounters};
@@ -215,8 +215,9 @@ impl LedgerWriter {
         runtime::record_create_intent(&self.store, self.sync_def_id, self.run_id, intent).await
     }
 
-    /// Writes ledger rows and deletes the create intent they settle, in one transaction.
-    async fn settle(&self, entries: &[Entry], intent: Id) -> Result<(), StoreError> {
+    /// Writes ledger rows and deletes the create intent they settle (if any), in one
+    /// transaction.
+    async fn settle(&self, entries: &[Entry], intent: Option<Id>) -> Result<(), StoreError> {
         runtime::settle_create_intent(&self.store, intent, &self.writes(entries)).await
     }
 
@@ -295,6 +296,33 @@ impl Drop for InFlight {
             if let Pending::Write(job) = pending {
                 job.handle.abort();
             }
+        }
+    }
+}
+
+/// A batch's shard decisions: one router call for the batch's mapped rows (a WASM router
+/// decides a whole batch in one call; the CEL router builds its context once), taken back one
+/// per mapped row, in order.
+struct BatchRoutes(Option<std::vec::IntoIter<RouteDecision>>);
+
+impl BatchRoutes {
+    fn decide<'m>(
+        router: Option<&dyn ShardRouter>,
+        rows: impl Iterator<Item = &'m MappedRow>,
+    ) -> Self {
+        Self(router.map(|router| {
+            let views: Vec<RowView<'_>> = rows.map(MappedRow::view).collect();
+            router.route(&views).into_iter()
+        }))
+    }
+
+    /// The next mapped row's decision: the default target when there is no router.
+    fn next(&mut self) -> RouteDecision {
+        match &mut self.0 {
+            None => RouteDecision::Default,
+            Some(decisions) => decisions.next().unwrap_or_else(|| {
+                RouteDecision::Failed(RuleError::new("the router gave no decision for the row"))
+            }),
         }
     }
 }
@@ -1158,6 +1186,20 @@ impl<'a> RunState<'a> {
             .unwrap_or(0)
     }
 
+    /// The target a routing decision names: its own, or the default one (no predicate matched,
+    /// or a target the definition no longer has); a failed predicate is the row's error.
+    fn target_index(&self, decision: RouteDecision) -> Result<usize, RuleError> {
+        match decision {
+            RouteDecision::Default => Ok(self.default_target()),
+            RouteDecision::Target(name) => Ok(self
+                .targets
+                .iter()
+                .position(|t| t.name == name)
+                .unwrap_or_else(|| self.default_target())),
+            RouteDecision::Failed(error) => Err(error),
+        }
+    }
+
     fn target_by_list(&self, list_id: &str) -> Option<&BoundTarget> {
         self.targets.iter().find(|t| t.collection.id == list_id)
     }
@@ -1395,10 +1437,8 @@ impl<'a> RunState<'a> {
         entries: &[Entry],
         intent: Option<Id>,
     ) -> Result<(), EngineError> {
-        match (self.ledger_writer(), intent) {
-            (Some(ledger), Some(intent)) => ledger.settle(entries, intent).await?,
-            (Some(ledger), None) => ledger.put(entries).await?,
-            (None, _) => {}
+        if let Some(ledger) = self.ledger_writer() {
+            ledger.settle(entries, intent).await?;
         }
         Ok(())
     }
@@ -1551,28 +1591,15 @@ impl<'a> RunState<'a> {
                 .zip(mapper.map_batch(&batch.columns, &rows))
                 .filter_map(|(row, mapped)| Some((*row, mapped.ok()?)))
                 .collect();
-            let mut decisions = router.map(|router| {
-                let views: Vec<RowView<'_>> = mapped.iter().map(|(_, m)| m.view()).collect();
-                router.route(&views).into_iter()
-            });
+            let mut routes = BatchRoutes::decide(router, mapped.iter().map(|(_, m)| m));
             for (row, mapped) in &mapped {
-                let decision = decisions.as_mut().map(|d| {
-                    d.next().unwrap_or_else(|| {
-                        RouteDecision::Failed(syncbridge_api::RuleError::new("no decision"))
-                    })
-                });
+                let decision = routes.next();
                 let Some(identity) = self.identity_of(&batch.columns, row, Some(&mapped.fields))
                 else {
                     continue;
                 };
-                let target = match decision {
-                    None | Some(RouteDecision::Default) => self.default_target(),
-                    Some(RouteDecision::Target(name)) => self
-                        .targets
-                        .iter()
-                        .position(|t| t.name == name)
-                        .unwrap_or_else(|| self.default_target()),
-                    Some(RouteDecision::Failed(_)) => continue,
+                let Ok(target) = self.target_index(decision) else {
+                    continue;
                 };
                 let hash = source_identity_hash(&self.def.key_strategy, &identity);
                 out[target].insert(hash, identity);
@@ -1879,15 +1906,8 @@ impl<'a> RunState<'a> {
             .filter(|row| row.kind != RowKind::Delete)
             .collect();
         let mapped_rows = mapper.map_batch(columns, &upserts);
-        // One routing call for the batch's mapped rows (a WASM router decides a whole batch in
-        // one call; the CEL router builds its context once).
-        let mut routes = router.map(|router| {
-            let views: Vec<RowView<'_>> = mapped_rows
-                .iter()
-                .filter_map(|m| m.as_ref().ok().map(MappedRow::view))
-                .collect();
-            router.route(&views).into_iter()
-        });
+        let mut routes =
+            BatchRoutes::decide(router, mapped_rows.iter().filter_map(|m| m.as_ref().ok()));
         let mut mapped_rows = mapped_rows.into_iter();
         let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
         let mut deletes: Vec<String> = Vec::new();
@@ -1901,7 +1921,7 @@ impl<'a> RunState<'a> {
             }
             let mapped = match mapped_rows
                 .next()
-                .unwrap_or_else(|| Err(syncbridge_api::RuleError::new("the row was not mapped")))
+                .unwrap_or_else(|| Err(RuleError::new("the row was not mapped")))
             {
                 Ok(mapped) => mapped,
                 Err(error) => {
@@ -1928,13 +1948,7 @@ impl<'a> RunState<'a> {
                 }
             };
             // Taken for every mapped row, in order, as the router was given them.
-            let decision = routes.as_mut().map(|decisions| {
-                decisions.next().unwrap_or_else(|| {
-                    RouteDecision::Failed(syncbridge_api::RuleError::new(
-                        "the router gave no decision for the row",
-                    ))
-                })
-            });
+            let decision = routes.next();
             let Some(identity) = self.identity_of(columns, row, Some(&mapped.fields)) else {
                 self.dead_letter(
                     None,
@@ -1950,15 +1964,9 @@ impl<'a> RunState<'a> {
                 continue;
             };
             let identity_digest = source_identity_digest(&self.def.key_strategy, &identity);
-            let target = match decision {
-                None | Some(RouteDecision::Default) => self.default_target(),
-                Some(RouteDecision::Target(name)) => {
-                    match self.targets.iter().position(|t| t.name == name) {
-                        Some(index) => index,
-                        None => self.default_target(),
-                    }
-                }
-                Some(RouteDecision::Failed(error)) => {
+            let target = match self.target_index(decision) {
+                Ok(index) => index,
+                Err(error) => {
                     let hash = hex::encode(identity_digest);
                     self.see(prefix(&identity_digest));
                     self.settle(&hash, reading).await?;

@@ -516,24 +516,16 @@ fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
 /// Rows go in multi-row statements: one statement per row costs a round trip to the database
 /// (or to SQLite's worker thread) each, which dominated the engine's time.
 pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Result<(), StoreError> {
-    put_ledger_settling(store, writes, None).await
+    settle_create_intent(store, None, writes).await
 }
 
-/// Writes ledger rows and, in the same transaction, deletes a create intent: the intent's
-/// outcomes (created items, or nothing for creates that failed) are then recorded exactly when
-/// the intent is gone.
+/// [`put_ledger_many`] that also deletes a create intent (if any) in the same transaction: the
+/// intent's outcomes (created items, or nothing for creates that failed) are then recorded
+/// exactly when the intent is gone.
 pub async fn settle_create_intent(
     store: &Store,
-    intent: Id,
-    writes: &[LedgerWrite<'_>],
-) -> Result<(), StoreError> {
-    put_ledger_settling(store, writes, Some(intent)).await
-}
-
-async fn put_ledger_settling(
-    store: &Store,
-    writes: &[LedgerWrite<'_>],
     intent: Option<Id>,
+    writes: &[LedgerWrite<'_>],
 ) -> Result<(), StoreError> {
     if writes.is_empty() && intent.is_none() {
         return Ok(());
