@@ -8,10 +8,13 @@
 //! transaction can commit rows stamped before the watermark. Repeats are no-ops for the engine.
 //!
 //! # Exact values
-//! Every column is read as its text rendering (`col::text`, arrays as JSON) and converted by its
-//! catalog type, so `numeric(38, s)` stays exact and no driver type mapping can silently round.
-//! Positions keep key values as text and cast them back to the column's type in SQL.
+//! Every column is read as its text rendering (its type's output function, arrays as JSON) and
+//! converted by its catalog type, so `numeric(38, s)` stays exact and no driver type mapping can
+//! silently round. Keyset pages are read with `COPY (SELECT …) TO STDOUT` (see `copy`), change
+//! log look-ups with queries (`col::text`). Positions keep key values as text and cast them back
+//! to the column's type in SQL.
 
+mod copy;
 mod lsn;
 
 use std::str::FromStr;
@@ -283,7 +286,7 @@ impl PostgresSource {
         })?;
         let (read_columns, order_columns) = (plan.read.clone(), plan.order.clone());
         let look_back = plan.look_back.as_secs();
-        let select_list = select_list(&read_columns, &order_columns);
+        let select_list = copy_select_list(&read_columns, &order_columns);
         let order_sql = order_columns
             .iter()
             .map(|c| quote(&c.name))
@@ -299,52 +302,63 @@ impl PostgresSource {
         let stream = async_stream::try_stream! {
             let (mut after, start) = plan.start();
             loop {
-                let mut sql = base.clone();
-                let mut binds: Vec<Option<String>> = Vec::new();
+                let mut sql = format!("COPY ({base}");
                 match (&after, &plan.watermark, &start) {
                     (Some(values), _, _) => {
                         // Expanded form keeps NULL-free keys index-friendly and exact per type.
-                        let placeholders: Vec<String> = order_columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, c.sql_type)).collect();
-                        sql.push_str(&format!(" WHERE ({order_sql}) > ({})", placeholders.join(", ")));
-                        binds.extend(values.iter().cloned());
+                        let bounds: Vec<String> = order_columns.iter().zip(values).map(|(c, v)| copy::literal(v.as_deref(), &c.sql_type)).collect();
+                        sql.push_str(&format!(" WHERE ({order_sql}) > ({})", bounds.join(", ")));
                     }
                     (None, Some(column), Some(mark)) => {
-                        sql.push_str(&format!(" WHERE {} >= $1::{} - make_interval(secs => {look_back})", quote(&column.name), column.sql_type));
-                        binds.push(Some(mark.clone()));
+                        sql.push_str(&format!(" WHERE {} >= {} - make_interval(secs => {look_back})", quote(&column.name), copy::literal(Some(mark), &column.sql_type)));
                     }
                     _ => {}
                 }
-                sql.push_str(&format!(" ORDER BY {order_sql} LIMIT {page_rows}"));
-                let mut query = sqlx::query(&sql);
-                for value in &binds {
-                    query = query.bind(value.clone());
-                }
-                // Rows are converted as they arrive and handed on a batch at a time; the position
-                // of a batch is its last row's key.
-                let mut rows = query.fetch(&pool);
+                sql.push_str(&format!(" ORDER BY {order_sql} LIMIT {page_rows}) TO STDOUT"));
+                let reading = |e: sqlx::Error| ConnectorError::external(format!("PostgreSQL at {address}: reading rows: {e}"));
+                let mut connection = copy::CopyConnection::new(pool.acquire().await.map_err(reading)?);
                 let mut in_page = 0;
-                let mut out = Vec::with_capacity(batch_size);
-                let mut last_row = None;
-                loop {
-                    let row = rows.try_next().await.map_err(|e| ConnectorError::external(format!("PostgreSQL at {address}: reading rows: {e}")))?;
-                    let end = row.is_none();
-                    if let Some(row) = row {
-                        in_page += 1;
-                        out.push(Row::new(row_values(&row, &read_columns)?));
-                        last_row = Some(row);
-                    }
-                    let cut = out.len() == batch_size || (end && !out.is_empty());
-                    if let (true, Some(last_row)) = (cut, &last_row) {
-                        let last = texts_after(last_row, width, order_columns.len());
-                        let position = plan.position_after(&last).to_position();
-                        after = Some(last);
-                        let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
-                        yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new() };
-                    }
-                    if end {
-                        break;
+                {
+                    // Rows are converted as they arrive and handed on a batch at a time; the
+                    // position of a batch is its last row's key.
+                    let mut chunks = connection.get().copy_out_raw(&sql).await.map_err(reading)?;
+                    let mut lines = copy::Lines::default();
+                    let mut out = Vec::with_capacity(batch_size);
+                    // Batches completed by a chunk, each with its last row's key.
+                    let mut ready: Vec<(Vec<Row>, Vec<Option<String>>)> = Vec::new();
+                    let mut last_line = Vec::new();
+                    loop {
+                        let chunk = chunks.try_next().await.map_err(reading)?;
+                        let end = chunk.is_none();
+                        if let Some(chunk) = chunk {
+                            lines.feed(&chunk, |line| {
+                                in_page += 1;
+                                out.push(Row::new(line_values(line, &read_columns)?));
+                                if out.len() == batch_size {
+                                    let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
+                                    ready.push((rows, line_keys(line, width, order_columns.len())?));
+                                } else {
+                                    last_line.clear();
+                                    last_line.extend_from_slice(line);
+                                }
+                                Ok::<_, ConnectorError>(())
+                            })?;
+                        } else if lines.has_partial() {
+                            Err(ConnectorError::external(format!("PostgreSQL at {address}: reading rows: the copy ended inside a row")))?;
+                        } else if !out.is_empty() {
+                            ready.push((std::mem::take(&mut out), line_keys(&last_line, width, order_columns.len())?));
+                        }
+                        for (rows, last) in ready.drain(..) {
+                            let position = plan.position_after(&last).to_position();
+                            after = Some(last);
+                            yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new() };
+                        }
+                        if end {
+                            break;
+                        }
                     }
                 }
+                connection.finished();
                 if in_page < page_rows {
                     break;
                 }
@@ -565,6 +579,30 @@ fn select_list(read: &[CatalogColumn], extra: &[CatalogColumn]) -> String {
         .join(", ")
 }
 
+/// [`select_list`] for a `COPY`, which renders every value with its type's output function:
+/// the `::text` cast is left out where it renders the same text (a cast through text costs the
+/// server a copy of every value). Text types keep it (`character(n)::text` drops the padding,
+/// `inet::text` adds the mask; for `text` and `varchar` it costs nothing), arrays keep their
+/// JSON, and every output its positional alias (as in [`select_list`]).
+fn copy_select_list(read: &[CatalogColumn], extra: &[CatalogColumn]) -> String {
+    let rendered = |c: &CatalogColumn| {
+        if c.is_array {
+            format!("to_json({})::text", quote(&c.name))
+        } else if matches!(c.data_type, Ok(DataType::Text { .. }) | Err(_)) {
+            format!("{}::text", quote(&c.name))
+        } else {
+            quote(&c.name)
+        }
+    };
+    // Positional aliases, as in `select_list`.
+    read.iter()
+        .chain(extra)
+        .enumerate()
+        .map(|(i, c)| format!("{} AS sb_c{i}", rendered(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The values of the read columns, the first outputs of a row built by [`select_list`].
 fn row_values(
     row: &sqlx::postgres::PgRow,
@@ -590,6 +628,42 @@ fn row_values(
 fn texts_after(row: &sqlx::postgres::PgRow, from: usize, count: usize) -> Vec<Option<String>> {
     (from..from + count)
         .map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
+        .collect()
+}
+
+/// The values of the read columns, the first fields of a line of a copy of [`select_list`].
+fn line_values(line: &[u8], read: &[CatalogColumn]) -> Result<Vec<Value>, ConnectorError> {
+    let mut fields = copy::fields(line);
+    read.iter()
+        .map(|column| {
+            let text = fields
+                .next()
+                .ok_or_else(|| ConnectorError::internal("a copied row has too few fields"))?
+                .map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))?;
+            let data_type = column
+                .data_type
+                .as_ref()
+                .map_err(|t| ConnectorError::internal(t.clone()))?;
+            convert(text.as_deref(), data_type, column.is_array)
+                .map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))
+        })
+        .collect()
+}
+
+/// The text of `count` fields from `from` on (the extra columns of [`select_list`]).
+fn line_keys(
+    line: &[u8],
+    from: usize,
+    count: usize,
+) -> Result<Vec<Option<String>>, ConnectorError> {
+    copy::fields(line)
+        .skip(from)
+        .take(count)
+        .map(|field| {
+            field
+                .map(|text| text.map(std::borrow::Cow::into_owned))
+                .map_err(|m| ConnectorError::user(format!("a key column: {m}")))
+        })
         .collect()
 }
 
