@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use syncbridge_api::{
     BatchStream, CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId,
@@ -936,13 +936,34 @@ struct RunState<'a> {
 /// - *vanished*: entries no row of the read touched; when there are none, the ledger is not
 ///   paged again to look for deletes.
 ///
-/// Identity and content hashes are kept as their first 16 bytes (128 bits), about 50 bytes an
-/// item with the map's overhead.
+/// Identity and content hashes are kept as their first 16 bytes (128 bits). The copy saved
+/// beside the ledger keeps its entries in the order the full read that saved it met the rows,
+/// so the next full read (which reads in the same key order) finds each row's entry where the
+/// previous one ended, without a look-up in a map of every entry — on a large table such a
+/// look-up missed the processor's caches for every row. A row met out of order (an insert, a
+/// changed key, a copy read from the ledger) is found through a map built the first time one
+/// is needed.
 #[derive(Debug)]
 struct LedgerDigest {
     lists: Vec<String>,
-    items: FxHashMap<[u8; 16], DigestItem>,
+    /// The ledger generation the entries were read at.
+    generation: i64,
+    entries: Vec<DigestEntry>,
+    /// The entry after the last one a row found: where the next row is looked for first.
+    next: usize,
+    /// Entry positions by identity, built on the first row not found near `next`.
+    index: Option<FxHashMap<[u8; 16], u32>>,
+    /// Identities met that no entry holds: rows new to the ledger when the copy was taken.
+    met_new: FxHashSet<[u8; 16]>,
+    /// Every identity met, in the order met: the order of the next saved copy.
+    read_order: Vec<[u8; 16]>,
+    /// Rows whose entry was looked up in `index` (or found in no entry).
+    out_of_order: usize,
 }
+
+/// Entries looked at from `next` on before the map: a row deleted from the source leaves its
+/// entry behind, and a few such in a row should not cost the map.
+const LOOK_AHEAD: usize = 8;
 
 /// What a full read's digest tells of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -957,7 +978,8 @@ enum DigestVerdict {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct DigestItem {
+struct DigestEntry {
+    identity: [u8; 16],
     content: [u8; 16],
     /// Index into [`LedgerDigest::lists`]; [`NO_LIST`] when the row is synced to none of them.
     list: u8,
@@ -967,69 +989,124 @@ struct DigestItem {
     seen: bool,
 }
 
-impl DigestItem {
+impl DigestEntry {
     /// An entry as the ledger has it: synced to list number `list` with `content`, or not
     /// usable ([`NO_LIST`]).
-    fn synced_to(list: u8, content: [u8; 16]) -> Self {
+    fn synced_to(identity: [u8; 16], list: u8, content: [u8; 16]) -> Self {
         Self {
+            identity,
             content,
             list,
             usable: list != NO_LIST,
             seen: false,
         }
     }
-
-    /// An identity this run met that the ledger did not hold at load: never judged by the
-    /// digest again, never a delete candidate.
-    const STALE_SEEN: Self = Self {
-        content: [0; 16],
-        list: NO_LIST,
-        usable: false,
-        seen: true,
-    };
 }
 
 impl LedgerDigest {
     /// `lists`: the run's target lists; only rows synced to one of them can be unchanged.
     ///
     /// Taken from the copy saved beside the ledger when it is current (no ledger write since
-    /// it was saved); otherwise read from the ledger and saved (`save`: not in a dry run) for
-    /// the next full read.
-    async fn load(
-        store: &Store,
-        sync_def_id: Id,
-        lists: Vec<String>,
-        save: bool,
-    ) -> Result<Self, EngineError> {
+    /// it was saved); otherwise read from the ledger (and saved after the read, in read order:
+    /// [`RunState::refresh_saved_digest`]).
+    async fn load(store: &Store, sync_def_id: Id, lists: Vec<String>) -> Result<Self, EngineError> {
         let (generation, saved) = runtime::saved_ledger_digest(store, sync_def_id).await?;
+        let mut entries = None;
         if let Some(saved) = saved.filter(|saved| saved.lists == lists) {
-            match decode_saved_digest(&saved.entries, lists.len()) {
-                Some(items) => return Ok(Self { lists, items }),
-                None => tracing::warn!(
+            entries = decode_saved_digest(&saved.entries, lists.len());
+            if entries.is_none() {
+                tracing::warn!(
                     sync_def_id = %sync_def_id,
                     "the saved ledger digest is malformed; reading the ledger instead"
-                ),
+                );
             }
         }
-        let (items, entries) = read_ledger_digest(store, sync_def_id, &lists, true).await?;
-        if save {
-            save_ledger_digest(store, sync_def_id, generation, &lists, &entries).await;
-        }
-        Ok(Self { lists, items })
+        let entries = match entries {
+            Some(entries) => entries,
+            None => {
+                let saved = read_ledger_digest(store, sync_def_id, &lists).await?;
+                decode_saved_digest(&saved, lists.len()).unwrap_or_default()
+            }
+        };
+        Ok(Self {
+            lists,
+            generation,
+            read_order: Vec::with_capacity(entries.len()),
+            entries,
+            next: 0,
+            index: None,
+            met_new: FxHashSet::default(),
+            out_of_order: 0,
+        })
     }
 
-    /// Notes that a row of the read had this identity; one the ledger did not hold gets a
-    /// stale entry, so a later row with it goes through the ledger.
+    /// The position of the entry of a row the read met (noting the identity as met, in order);
+    /// `Err` with whether this is the first row of the read with this identity when no entry
+    /// holds it.
+    fn meet(&mut self, identity: &[u8; 16]) -> Result<usize, bool> {
+        self.read_order.push(*identity);
+        let (next, end) = (self.next, self.entries.len().min(self.next + LOOK_AHEAD));
+        let position = match (next..end).find(|&i| self.entries[i].identity == *identity) {
+            Some(position) => Some(position),
+            None => {
+                self.out_of_order += 1;
+                self.position(identity)
+            }
+        };
+        match position {
+            Some(position) => {
+                self.next = position + 1;
+                self.entries[position].seen = true;
+                Ok(position)
+            }
+            None => Err(self.met_new.insert(*identity)),
+        }
+    }
+
+    /// The position of an identity's entry, through the map (built on first use).
+    fn position(&mut self, identity: &[u8; 16]) -> Option<usize> {
+        let entries = &self.entries;
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = FxHashMap::with_capacity_and_hasher(entries.len(), Default::default());
+            for (position, entry) in entries.iter().enumerate() {
+                index.insert(entry.identity, position as u32);
+            }
+            index
+        });
+        index.get(identity).map(|&position| position as usize)
+    }
+
+    /// Notes that a row of the read had this identity.
     fn see(&mut self, identity: &[u8; 16]) {
-        self.items
-            .entry(*identity)
-            .and_modify(|item| item.seen = true)
-            .or_insert(DigestItem::STALE_SEEN);
+        let _ = self.meet(identity);
     }
 
     /// Whether some ledger row was not touched by the read (a delete candidate).
     fn any_unseen(&self) -> bool {
-        self.items.values().any(|item| !item.seen)
+        self.entries.iter().any(|entry| !entry.seen)
+    }
+
+    /// Whether the ledger row with this identity held an entry no row of the read touched.
+    fn vanished(&mut self, identity: &[u8; 16]) -> bool {
+        self.position(identity)
+            .is_some_and(|position| !self.entries[position].seen)
+    }
+
+    /// Whether the next read would find its rows out of place in a copy saved in the current
+    /// order (one row in a hundred or more was).
+    fn order_changed(&self) -> bool {
+        self.out_of_order * 100 >= self.read_order.len().max(1)
+    }
+
+    /// The entries as saved, in their current order.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * SAVED_ENTRY_BYTES);
+        for entry in &self.entries {
+            out.extend_from_slice(&entry.identity);
+            out.push(entry.list);
+            out.extend_from_slice(&entry.content);
+        }
+        out
     }
 }
 
@@ -1038,57 +1115,71 @@ impl LedgerDigest {
 const SAVED_ENTRY_BYTES: usize = 33;
 const NO_LIST: u8 = u8::MAX;
 
-/// Reads the digest from the ledger: the map (when `with_map`) and the entries to save.
+/// Reads the digest from the ledger, as saved entries (in the ledger's order).
 async fn read_ledger_digest(
     store: &Store,
     sync_def_id: Id,
     lists: &[String],
-    with_map: bool,
-) -> Result<(FxHashMap<[u8; 16], DigestItem>, Vec<u8>), EngineError> {
-    // Sized once: growing a map of a million entries rehashes it again and again.
+) -> Result<Vec<u8>, EngineError> {
     let rows = runtime::ledger_row_count(store, sync_def_id).await?.max(0) as usize;
-    let mut items =
-        FxHashMap::with_capacity_and_hasher(if with_map { rows } else { 0 }, Default::default());
     let mut entries = Vec::with_capacity(rows * SAVED_ENTRY_BYTES);
     let names: Vec<&str> = lists.iter().map(String::as_str).collect();
     runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
-        let identity = hash_prefix(row.identity_hash_prefix);
         let (list, content) = match row.synced_to {
             Some((list, content)) => (list as u8, hash_prefix(content)),
             None => (NO_LIST, [0; 16]),
         };
-        entries.extend_from_slice(&identity);
+        entries.extend_from_slice(&hash_prefix(row.identity_hash_prefix));
         entries.push(list);
         entries.extend_from_slice(&content);
-        if with_map {
-            items.insert(identity, DigestItem::synced_to(list, content));
-        }
     })
     .await?;
-    Ok((items, entries))
+    Ok(entries)
 }
 
-/// The map of saved entries; `None` when they are not whole entries or name a list that is not
-/// there.
-fn decode_saved_digest(entries: &[u8], lists: usize) -> Option<FxHashMap<[u8; 16], DigestItem>> {
+/// The entries of a saved digest; `None` when they are not whole entries or name a list that
+/// is not there.
+fn decode_saved_digest(entries: &[u8], lists: usize) -> Option<Vec<DigestEntry>> {
     if !entries.len().is_multiple_of(SAVED_ENTRY_BYTES) {
         return None;
     }
-    let mut items =
+    entries
+        .chunks_exact(SAVED_ENTRY_BYTES)
+        .map(|entry| {
+            let (identity, rest) = entry.split_at(16);
+            let list = rest[0];
+            if list != NO_LIST && usize::from(list) >= lists {
+                return None;
+            }
+            Some(DigestEntry::synced_to(
+                identity.try_into().ok()?,
+                list,
+                rest[1..].try_into().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Saved entries reordered: first those of `order`'s identities in that order (each once), then
+/// the rest in their order.
+fn in_read_order(entries: &[u8], order: &[[u8; 16]]) -> Vec<u8> {
+    let mut by_identity: FxHashMap<&[u8], &[u8]> =
         FxHashMap::with_capacity_and_hasher(entries.len() / SAVED_ENTRY_BYTES, Default::default());
     for entry in entries.chunks_exact(SAVED_ENTRY_BYTES) {
-        let (identity, rest) = entry.split_at(16);
-        let list = rest[0];
-        if list != NO_LIST && usize::from(list) >= lists {
-            return None;
-        }
-        let content: [u8; 16] = rest[1..].try_into().ok()?;
-        items.insert(
-            identity.try_into().ok()?,
-            DigestItem::synced_to(list, content),
-        );
+        by_identity.insert(&entry[..16], entry);
     }
-    Some(items)
+    let mut out = Vec::with_capacity(entries.len());
+    for identity in order {
+        if let Some(entry) = by_identity.remove(&identity[..]) {
+            out.extend_from_slice(entry);
+        }
+    }
+    for entry in entries.chunks_exact(SAVED_ENTRY_BYTES) {
+        if by_identity.remove(&entry[..16]).is_some() {
+            out.extend_from_slice(entry);
+        }
+    }
+    out
 }
 
 /// Saves a digest read at `generation`. A digest only saves time, so a failure to save is a
@@ -2083,22 +2174,20 @@ impl<'a> RunState<'a> {
             self.see(prefix(identity));
             return DigestVerdict::AskLedger;
         };
-        let item = match digest.items.entry(prefix(identity)) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(DigestItem::STALE_SEEN);
-                return DigestVerdict::NotInLedger;
-            }
+        let position = match digest.meet(&prefix(identity)) {
+            Ok(position) => position,
+            Err(true) => return DigestVerdict::NotInLedger,
+            Err(false) => return DigestVerdict::AskLedger,
         };
-        item.seen = true;
         // As `plan_row` decides Skip for a synced item.
+        let item = digest.entries[position];
         let unchanged = item.usable
             && (self.mode == Mode::ArchiveOnly
                 || (digest.lists[usize::from(item.list)] == self.targets[target].collection.id
                     && item.content == prefix(content)))
             && (self.in_flight.hashes.is_empty()
                 || !self.in_flight.hashes.contains(&hex::encode(identity)));
-        item.usable = unchanged;
+        digest.entries[position].usable = unchanged;
         if unchanged {
             DigestVerdict::Unchanged
         } else {
@@ -2113,13 +2202,7 @@ impl<'a> RunState<'a> {
             .iter()
             .map(|t| t.collection.id.clone())
             .collect();
-        let mut digest = LedgerDigest::load(
-            &self.engine.store,
-            self.def.id,
-            lists,
-            !self.options.dry_run,
-        )
-        .await?;
+        let mut digest = LedgerDigest::load(&self.engine.store, self.def.id, lists).await?;
         for identity in self.seen.drain() {
             digest.see(&identity);
         }
@@ -2451,8 +2534,11 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// After a complete full read that wrote to the ledger: saves a digest of the ledger as it
-    /// is now, so the next full read takes it instead of reading the ledger.
+    /// After a complete full read: saves a copy of the ledger digest in the order this read met
+    /// the rows, so the next full read takes it instead of reading the ledger and finds its
+    /// rows in order — unless the saved copy is current and was in order. The entries come from
+    /// the loaded digest when no ledger write happened since it was read, from the ledger
+    /// otherwise.
     async fn refresh_saved_digest(&self) {
         let (Some(digest), false) = (&self.digest, self.options.dry_run) else {
             return;
@@ -2460,11 +2546,16 @@ impl<'a> RunState<'a> {
         let store = &self.engine.store;
         let refreshed = async {
             let (generation, saved) = runtime::ledger_digest_state(store, self.def.id).await?;
-            if !saved {
-                let (_, entries) =
-                    read_ledger_digest(store, self.def.id, &digest.lists, false).await?;
-                save_ledger_digest(store, self.def.id, generation, &digest.lists, &entries).await;
+            if saved && !digest.order_changed() {
+                return Ok(());
             }
+            let entries = if generation == digest.generation {
+                digest.encode()
+            } else {
+                read_ledger_digest(store, self.def.id, &digest.lists).await?
+            };
+            let entries = in_read_order(&entries, &digest.read_order);
+            save_ledger_digest(store, self.def.id, generation, &digest.lists, &entries).await;
             Ok::<_, EngineError>(())
         };
         if let Err(error) = refreshed.await {
@@ -2494,12 +2585,10 @@ impl<'a> RunState<'a> {
             after = Some(last.source_identity_hash.clone());
             for row in page {
                 // A row missing from the digest was written by this run.
-                let vanished = self.digest.as_ref().is_some_and(|digest| {
-                    digest
-                        .items
-                        .get(&hash_prefix(&row.source_identity_hash))
-                        .is_some_and(|item| !item.seen)
-                });
+                let vanished = self
+                    .digest
+                    .as_mut()
+                    .is_some_and(|digest| digest.vanished(&hash_prefix(&row.source_identity_hash)));
                 if vanished {
                     self.plan_delete(&row).await?;
                 }

@@ -603,6 +603,9 @@ async fn a_row_waits_for_the_write_of_its_identity_still_in_flight() {
 /// passed over for the ledger.
 #[tokio::test]
 async fn full_reads_take_the_saved_ledger_digest_and_still_see_changes() {
+    use syncbridge_api::Value;
+    use syncbridge_engine::identity::{source_identity, source_identity_hash};
+
     for store in TestStore::all().await {
         let backend = store.backend();
         let fx = fixture(&store, 120, "ONE_WAY_PUSH").await;
@@ -638,6 +641,56 @@ async fn full_reads_take_the_saved_ledger_digest_and_still_see_changes() {
                 .expect("state"),
             (generation, true),
             "{backend}: a no-change run writes no ledger row and keeps the copy"
+        );
+
+        // The copy lists identities in the order the read met the rows (the cursor's order:
+        // `updated_at`, which the fixture sets to `id % 60` seconds, then `id`), so the next
+        // read finds them in order; a copy in another order is found all the same, and saved
+        // again in read order (at the same generation: nothing was written).
+        let mut read_order: Vec<i64> = (1..=120).collect();
+        read_order.sort_by_key(|id| (id % 60, *id));
+        let expected_order: Vec<String> = read_order
+            .into_iter()
+            .map(|id| {
+                source_identity_hash("PRIMARY_KEY", &source_identity([&Value::Int(id)]))[..32]
+                    .to_owned()
+            })
+            .collect();
+        let (saved_lists, saved_entries) = saved_copy(&store, def).await;
+        assert_eq!(identities(&saved_entries), expected_order, "{backend}");
+        let reversed: Vec<u8> = saved_entries
+            .chunks_exact(33)
+            .rev()
+            .flatten()
+            .copied()
+            .collect();
+        assert!(
+            runtime::save_ledger_digest(&store, def, generation, &saved_lists, &reversed)
+                .await
+                .expect("save"),
+            "{backend}"
+        );
+        let report = fx
+            .engine
+            .run("projects", &full)
+            .await
+            .expect("reversed copy");
+        assert_eq!(
+            (
+                report.unchanged,
+                report.created + report.updated + report.deleted
+            ),
+            (120, 0),
+            "{backend}: {report:?}"
+        );
+        let (_, resaved) = saved_copy(&store, def).await;
+        assert_eq!(identities(&resaved), expected_order, "{backend}");
+        assert_eq!(
+            runtime::ledger_digest_state(&store, def)
+                .await
+                .expect("state"),
+            (generation, true),
+            "{backend}"
         );
 
         execute(
@@ -852,4 +905,22 @@ async fn interrupted_create_intents_are_resolved_by_key_look_up() {
             "{backend}: 11 keeps its item"
         );
     }
+}
+
+/// The target lists and entries of the ledger digest copy saved for a definition.
+async fn saved_copy(store: &TestStore, def: syncbridge_store::Id) -> (Vec<String>, Vec<u8>) {
+    let saved = runtime::saved_ledger_digest(store, def)
+        .await
+        .expect("saved")
+        .1
+        .expect("a saved digest");
+    (saved.lists, saved.entries)
+}
+
+/// The identity hash prefixes (hex) of saved digest entries, in their order.
+fn identities(entries: &[u8]) -> Vec<String> {
+    entries
+        .chunks_exact(33)
+        .map(|entry| hex::encode(&entry[..16]))
+        .collect()
 }
