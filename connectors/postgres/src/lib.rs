@@ -286,7 +286,25 @@ impl PostgresSource {
         })?;
         let (read_columns, order_columns) = (plan.read.clone(), plan.order.clone());
         let look_back = plan.look_back.as_secs();
-        let select_list = copy_select_list(&read_columns, &order_columns);
+        // A key column that is also read is not copied twice: its position is taken from the
+        // read column's field (rendered alike).
+        let mut extra_columns = Vec::new();
+        let key_fields: Vec<usize> = order_columns
+            .iter()
+            .map(|key| {
+                match read_columns
+                    .iter()
+                    .position(|c| c.name == key.name && !c.is_array)
+                {
+                    Some(index) => index,
+                    None => {
+                        extra_columns.push(key.clone());
+                        read_columns.len() + extra_columns.len() - 1
+                    }
+                }
+            })
+            .collect();
+        let select_list = copy_select_list(&read_columns, &extra_columns);
         let order_sql = order_columns
             .iter()
             .map(|c| quote(&c.name))
@@ -297,7 +315,6 @@ impl PostgresSource {
         let address = self.address.clone();
         let shared: Arc<[String]> = plan.columns.clone().into();
         let batch_size = request.batch_size.max(1);
-        let width = read_columns.len();
         let page_rows = batch_size.max(READ_PAGE_ROWS);
         let stream = async_stream::try_stream! {
             let (mut after, start) = plan.start();
@@ -336,7 +353,7 @@ impl PostgresSource {
                                 out.push(Row::new(line_values(line, &read_columns)?));
                                 if out.len() == batch_size {
                                     let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
-                                    ready.push((rows, line_keys(line, width, order_columns.len())?));
+                                    ready.push((rows, line_keys(line, &key_fields)?));
                                 } else {
                                     last_line.clear();
                                     last_line.extend_from_slice(line);
@@ -346,7 +363,7 @@ impl PostgresSource {
                         } else if lines.has_partial() {
                             Err(ConnectorError::external(format!("PostgreSQL at {address}: reading rows: the copy ended inside a row")))?;
                         } else if !out.is_empty() {
-                            ready.push((std::mem::take(&mut out), line_keys(&last_line, width, order_columns.len())?));
+                            ready.push((std::mem::take(&mut out), line_keys(&last_line, &key_fields)?));
                         }
                         for (rows, last) in ready.drain(..) {
                             let position = plan.position_after(&last).to_position();
@@ -650,19 +667,15 @@ fn line_values(line: &[u8], read: &[CatalogColumn]) -> Result<Vec<Value>, Connec
         .collect()
 }
 
-/// The text of `count` fields from `from` on (the extra columns of [`select_list`]).
-fn line_keys(
-    line: &[u8],
-    from: usize,
-    count: usize,
-) -> Result<Vec<Option<String>>, ConnectorError> {
-    copy::fields(line)
-        .skip(from)
-        .take(count)
-        .map(|field| {
-            field
-                .map(|text| text.map(std::borrow::Cow::into_owned))
-                .map_err(|m| ConnectorError::user(format!("a key column: {m}")))
+/// The text of the key fields of a line, at `positions`.
+fn line_keys(line: &[u8], positions: &[usize]) -> Result<Vec<Option<String>>, ConnectorError> {
+    let fields: Vec<_> = copy::fields(line).collect();
+    positions
+        .iter()
+        .map(|&position| match fields.get(position) {
+            Some(Ok(text)) => Ok(text.as_deref().map(str::to_owned)),
+            Some(Err(m)) => Err(ConnectorError::user(format!("a key column: {m}"))),
+            None => Err(ConnectorError::internal("a copied row has too few fields")),
         })
         .collect()
 }

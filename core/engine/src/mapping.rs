@@ -75,6 +75,14 @@ impl std::fmt::Debug for Mapper {
     }
 }
 
+/// Whether [`Mapper::map_batch_with`] builds each row's [`MappedRow::view`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceView {
+    Keep,
+    /// The rows' `source_values` stay empty: nothing will read their view.
+    Skip,
+}
+
 /// A row after mapping: the source view (transformed values, by source column, for routing) and
 /// the fields to push (by target column).
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +152,17 @@ impl Mapper {
         columns: &[String],
         rows: &[&Row],
     ) -> Vec<Result<MappedRow, RuleError>> {
+        self.map_batch_with(columns, rows, SourceView::Keep)
+    }
+
+    /// [`Mapper::map_batch`], building each row's [`MappedRow::view`] only when asked (only a
+    /// router reads it, and it costs a copy of every value of every row).
+    pub fn map_batch_with(
+        &self,
+        columns: &[String],
+        rows: &[&Row],
+        view: SourceView,
+    ) -> Vec<Result<MappedRow, RuleError>> {
         let mut indexes = Vec::with_capacity(self.mappings.len());
         for mapping in &self.mappings {
             match columns.iter().position(|c| *c == mapping.source) {
@@ -157,26 +176,22 @@ impl Mapper {
                 }
             }
         }
-        let shared: Arc<[String]> = columns.into();
-        let mut mapped: Vec<Result<MappedRow, RuleError>> = rows
+        let mut mapped: Vec<Result<Vec<(String, Value)>, RuleError>> = rows
             .iter()
-            .map(|row| {
-                Ok(MappedRow {
-                    source_columns: shared.clone(),
-                    source_values: row.values.clone(),
-                    fields: Vec::with_capacity(self.mappings.len()),
-                })
-            })
+            .map(|_| Ok(Vec::with_capacity(self.mappings.len())))
             .collect();
         for (mapping, &index) in self.mappings.iter().zip(&indexes) {
             let alive: Vec<usize> = (0..rows.len()).filter(|&i| mapped[i].is_ok()).collect();
-            let values: Vec<Value> = alive
-                .iter()
-                .map(|&i| rows[i].values[index].clone())
-                .collect();
             let results: Vec<Result<Value, RuleError>> = match &mapping.rule {
-                None => values.into_iter().map(Ok).collect(),
+                None => alive
+                    .iter()
+                    .map(|&i| Ok(rows[i].values[index].clone()))
+                    .collect(),
                 Some(rule) => {
+                    let values = alive
+                        .iter()
+                        .map(|&i| rows[i].values[index].clone())
+                        .collect();
                     let views: Vec<RowView<'_>> = alive
                         .iter()
                         .map(|&i| RowView {
@@ -190,9 +205,8 @@ impl Mapper {
             for (i, result) in alive.into_iter().zip(results) {
                 match result {
                     Ok(value) => {
-                        if let Ok(row) = &mut mapped[i] {
-                            row.source_values[index] = value.clone();
-                            row.fields.push((mapping.target.clone(), value));
+                        if let Ok(fields) = &mut mapped[i] {
+                            fields.push((mapping.target.clone(), value));
                         }
                     }
                     Err(error) => {
@@ -206,7 +220,29 @@ impl Mapper {
                 }
             }
         }
+        let shared: Arc<[String]> = columns.into();
         mapped
+            .into_iter()
+            .zip(rows)
+            .map(|(fields, row)| {
+                let fields = fields?;
+                let source_values = match view {
+                    SourceView::Keep => {
+                        let mut values = row.values.clone();
+                        for ((_, value), &index) in fields.iter().zip(&indexes) {
+                            values[index] = value.clone();
+                        }
+                        values
+                    }
+                    SourceView::Skip => Vec::new(),
+                };
+                Ok(MappedRow {
+                    source_columns: shared.clone(),
+                    source_values,
+                    fields,
+                })
+            })
+            .collect()
     }
 }
 

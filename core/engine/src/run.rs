@@ -37,7 +37,7 @@ use crate::connect::{source_config, target_config};
 use crate::identity::{
     content_digest, source_identity, source_identity_digest, source_identity_hash,
 };
-use crate::mapping::{MappedRow, Mapper, MappingSpec};
+use crate::mapping::{MappedRow, Mapper, MappingSpec, SourceView};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
 use crate::router::CelRouter;
 
@@ -303,6 +303,15 @@ impl Drop for InFlight {
 /// A batch's shard decisions: one router call for the batch's mapped rows (a WASM router
 /// decides a whole batch in one call; the CEL router builds its context once), taken back one
 /// per mapped row, in order.
+/// Mapped rows keep their source view only for a router, the one reader of it.
+fn source_view(router: Option<&dyn ShardRouter>) -> SourceView {
+    if router.is_some() {
+        SourceView::Keep
+    } else {
+        SourceView::Skip
+    }
+}
+
 struct BatchRoutes(Option<std::vec::IntoIter<RouteDecision>>);
 
 impl BatchRoutes {
@@ -1679,13 +1688,14 @@ impl<'a> RunState<'a> {
             let rows: Vec<&Row> = batch.rows.iter().collect();
             let mapped: Vec<(&Row, MappedRow)> = rows
                 .iter()
-                .zip(mapper.map_batch(&batch.columns, &rows))
+                .zip(mapper.map_batch_with(&batch.columns, &rows, source_view(router)))
                 .filter_map(|(row, mapped)| Some((*row, mapped.ok()?)))
                 .collect();
             let mut routes = BatchRoutes::decide(router, mapped.iter().map(|(_, m)| m));
+            let keys = self.key_positions(&batch.columns);
             for (row, mapped) in &mapped {
                 let decision = routes.next();
-                let Some(identity) = self.identity_of(&batch.columns, row, Some(&mapped.fields))
+                let Some(identity) = self.identity_of(keys.as_deref(), row, Some(&mapped.fields))
                 else {
                     continue;
                 };
@@ -1964,9 +1974,20 @@ impl<'a> RunState<'a> {
         Ok(source)
     }
 
+    /// Where the key columns are among a batch's `columns` (`None` when one is missing).
+    fn key_positions(&self, columns: &[String]) -> Option<Vec<usize>> {
+        self.def
+            .key_columns
+            .iter()
+            .map(|key| columns.iter().position(|c| c == key))
+            .collect()
+    }
+
+    /// A row's identity: its key values at `keys` (from [`RunState::key_positions`]), or its
+    /// mapped fields for `HASHED`.
     fn identity_of(
         &self,
-        columns: &[String],
+        keys: Option<&[usize]>,
         row: &Row,
         mapped: Option<&[(String, Value)]>,
     ) -> Option<String> {
@@ -1974,12 +1995,9 @@ impl<'a> RunState<'a> {
             let fields = mapped?;
             return Some(source_identity(fields.iter().map(|(_, v)| v)));
         }
-        let mut values = Vec::with_capacity(self.def.key_columns.len());
-        for key in &self.def.key_columns {
-            let index = columns.iter().position(|c| c == key)?;
-            values.push(&row.values[index]);
-        }
-        Some(source_identity(values))
+        Some(source_identity(
+            keys?.iter().map(|&index| &row.values[index]),
+        ))
     }
 
     async fn process_batch(
@@ -1996,7 +2014,8 @@ impl<'a> RunState<'a> {
             .iter()
             .filter(|row| row.kind != RowKind::Delete)
             .collect();
-        let mapped_rows = mapper.map_batch(columns, &upserts);
+        let mapped_rows = mapper.map_batch_with(columns, &upserts, source_view(router));
+        let keys = self.key_positions(columns);
         let mut routes =
             BatchRoutes::decide(router, mapped_rows.iter().filter_map(|m| m.as_ref().ok()));
         let mut mapped_rows = mapped_rows.into_iter();
@@ -2005,7 +2024,7 @@ impl<'a> RunState<'a> {
         for row in &batch.rows {
             self.counters.processed += 1;
             if row.kind == RowKind::Delete {
-                if let Some(identity) = self.identity_of(columns, row, None) {
+                if let Some(identity) = self.identity_of(keys.as_deref(), row, None) {
                     deletes.push(source_identity_hash(&self.def.key_strategy, &identity));
                 }
                 continue;
@@ -2016,7 +2035,7 @@ impl<'a> RunState<'a> {
             {
                 Ok(mapped) => mapped,
                 Err(error) => {
-                    let identity = self.identity_of(columns, row, None);
+                    let identity = self.identity_of(keys.as_deref(), row, None);
                     let hash = identity
                         .as_deref()
                         .map(|i| source_identity_hash(&self.def.key_strategy, i));
@@ -2040,7 +2059,8 @@ impl<'a> RunState<'a> {
             };
             // Taken for every mapped row, in order, as the router was given them.
             let decision = routes.next();
-            let Some(identity) = self.identity_of(columns, row, Some(&mapped.fields)) else {
+            let Some(identity) = self.identity_of(keys.as_deref(), row, Some(&mapped.fields))
+            else {
                 self.dead_letter(
                     None,
                     None,
