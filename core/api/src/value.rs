@@ -287,16 +287,20 @@ impl FromStr for Decimal {
         {
             return Err(syntax());
         }
-        let digits = format!("{int_part}{frac_part}");
-        let significant = digits.trim_start_matches('0');
-        if significant.len() > MAX_DECIMAL_DIGITS as usize {
-            return Err(DecimalError::TooManyDigits(text.to_owned()));
+        // Accumulated digit by digit (every decimal of a full read comes through here): at most
+        // 38 significant digits, which an i128 holds.
+        let mut mantissa: i128 = 0;
+        let mut significant = 0;
+        for digit in int_part.bytes().chain(frac_part.bytes()) {
+            if significant == 0 && digit == b'0' {
+                continue;
+            }
+            significant += 1;
+            if significant > MAX_DECIMAL_DIGITS {
+                return Err(DecimalError::TooManyDigits(text.to_owned()));
+            }
+            mantissa = mantissa * 10 + i128::from(digit - b'0');
         }
-        let mut mantissa: i128 = if significant.is_empty() {
-            0
-        } else {
-            significant.parse().map_err(|_| syntax())?
-        };
         let mut scale = i32::try_from(frac_part.len()).map_err(|_| syntax())? - exponent;
         while scale < 0 {
             mantissa = mantissa
