@@ -157,13 +157,21 @@ fn push_component(out: &mut String, value: &Value) {
 /// The human-readable identity of a row from its key values, in key order.
 pub fn source_identity<'a>(key_values: impl IntoIterator<Item = &'a Value>) -> String {
     let mut out = String::new();
+    write_source_identity(&mut out, key_values);
+    out
+}
+
+/// [`source_identity`] appended to `out` (a full read reuses one buffer for every row).
+pub fn write_source_identity<'a>(
+    out: &mut String,
+    key_values: impl IntoIterator<Item = &'a Value>,
+) {
     for (index, value) in key_values.into_iter().enumerate() {
         if index > 0 {
             out.push('|');
         }
-        push_component(&mut out, value);
+        push_component(out, value);
     }
-    out
 }
 
 /// SHA-256 (hex) of the key strategy and the identity.
@@ -219,19 +227,55 @@ pub fn content_digest<'a>(
 ) -> [u8; 32] {
     let mut fields: Vec<(&str, &Value)> = fields.into_iter().collect();
     fields.sort_by(|a, b| a.0.cmp(b.0));
-    // The encoding is built whole and hashed in one call: a hasher update per piece (four a
-    // field) cost more than the hashing in full reads.
     let mut encoded = Vec::with_capacity(256);
-    push_framed(&mut encoded, target_list.as_bytes());
     let mut text = String::with_capacity(64);
+    digest_sorted(&mut encoded, &mut text, target_list, fields.into_iter());
+    Sha256::digest(&encoded).into()
+}
+
+/// [`content_digest`] with buffers kept from one row to the next: a full read hashes every row.
+#[derive(Debug, Default)]
+pub struct ContentEncoder {
+    encoded: Vec<u8>,
+    text: String,
+    order: Vec<usize>,
+}
+
+impl ContentEncoder {
+    /// [`content_digest`] of `(target column, value)` fields.
+    pub fn digest(&mut self, target_list: &str, fields: &[(impl AsRef<str>, Value)]) -> [u8; 32] {
+        let Self {
+            encoded,
+            text,
+            order,
+        } = self;
+        order.clear();
+        order.extend(0..fields.len());
+        order.sort_by(|a, b| fields[*a].0.as_ref().cmp(fields[*b].0.as_ref()));
+        let sorted = order.iter().map(|&i| (fields[i].0.as_ref(), &fields[i].1));
+        digest_sorted(encoded, text, target_list, sorted);
+        Sha256::digest(encoded.as_slice()).into()
+    }
+}
+
+/// Writes the encoding [`content_digest`] hashes into `encoded` (cleared first), fields given
+/// in column-name order. Built whole and hashed in one call: a hasher update per piece (four a
+/// field) cost more than the hashing in full reads.
+fn digest_sorted<'a>(
+    encoded: &mut Vec<u8>,
+    text: &mut String,
+    target_list: &str,
+    fields: impl Iterator<Item = (&'a str, &'a Value)>,
+) {
+    encoded.clear();
+    push_framed(encoded, target_list.as_bytes());
     for (name, value) in fields {
-        push_framed(&mut encoded, name.as_bytes());
+        push_framed(encoded, name.as_bytes());
         encoded.push(type_tag(value));
         text.clear();
-        write_canonical(&mut text, value);
-        push_framed(&mut encoded, text.as_bytes());
+        write_canonical(text, value);
+        push_framed(encoded, text.as_bytes());
     }
-    Sha256::digest(&encoded).into()
 }
 
 #[cfg(test)]

@@ -50,7 +50,8 @@ impl MappingSpec {
 
 struct Compiled {
     source: String,
-    target: String,
+    /// Shared by every mapped row's field (a copy per row cost an allocation per field).
+    target: Arc<str>,
     rule: Option<Box<dyn FieldRule>>,
     rule_text: Option<String>,
 }
@@ -75,6 +76,9 @@ impl std::fmt::Debug for Mapper {
     }
 }
 
+/// A pushed field: the target column (shared by the rows of a mapping) and its value.
+pub type Field = (Arc<str>, Value);
+
 /// Whether [`Mapper::map_batch_with`] builds each row's [`MappedRow::view`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceView {
@@ -90,7 +94,7 @@ pub struct MappedRow {
     /// Shared by the rows of a batch.
     pub source_columns: Arc<[String]>,
     pub source_values: Vec<Value>,
-    pub fields: Vec<(String, Value)>,
+    pub fields: Vec<Field>,
 }
 
 impl MappedRow {
@@ -123,7 +127,7 @@ impl Mapper {
                     .transpose()?;
                 Ok(Compiled {
                     source: spec.source.clone(),
-                    target: spec.target.clone(),
+                    target: spec.target.as_str().into(),
                     rule,
                     rule_text: spec.transform.clone(),
                 })
@@ -176,7 +180,7 @@ impl Mapper {
                 }
             }
         }
-        let mut mapped: Vec<Result<Vec<(String, Value)>, RuleError>> = rows
+        let mut mapped: Vec<Result<Vec<Field>, RuleError>> = rows
             .iter()
             .map(|_| Ok(Vec::with_capacity(self.mappings.len())))
             .collect();
@@ -288,8 +292,8 @@ mod tests {
         assert_eq!(
             mapped.fields,
             vec![
-                ("Title".to_owned(), Value::from("Apollo")),
-                ("Status".to_owned(), Value::from("ACTIVE"))
+                ("Title".into(), Value::from("Apollo")),
+                ("Status".into(), Value::from("ACTIVE"))
             ]
         );
         assert_eq!(

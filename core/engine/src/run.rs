@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::{source_config, target_config};
 use crate::identity::{
-    content_digest, source_identity, source_identity_digest, source_identity_hash,
+    ContentEncoder, source_identity_digest, source_identity_hash, write_source_identity,
 };
 use crate::mapping::{MappedRow, Mapper, MappingSpec, SourceView};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
@@ -249,7 +249,7 @@ struct Prepared {
     identity: String,
     hash: String,
     target: usize,
-    fields: Vec<(String, Value)>,
+    fields: Vec<(Arc<str>, Value)>,
     content_hash: String,
     /// The row as read, for the dead-letter queue (turned into JSON only if it goes there).
     raw: Row,
@@ -1725,10 +1725,9 @@ impl<'a> RunState<'a> {
                 .map(Position)
         };
         // A read from the beginning meets every row: the digest answers for most of them
-        // (also on the first read of an `UPDATED_AT` or `LSN` definition).
-        if from.is_none() {
-            self.load_digest().await?;
-        }
+        // (also on the first read of an `UPDATED_AT` or `LSN` definition). Loaded once the
+        // source's read is under way, which it overlaps.
+        let mut digest_wanted = from.is_none();
         let expected_rows = match (&self.options.progress, &from) {
             (Some(_), None) => self.expected_rows(source).await,
             _ => None,
@@ -1757,6 +1756,9 @@ impl<'a> RunState<'a> {
                     continue 'instances;
                 }
             };
+            if std::mem::take(&mut digest_wanted) && self.digest.is_none() {
+                self.load_digest().await?;
+            }
             let reading = Reading {
                 source: current,
                 request: &request,
@@ -1989,15 +1991,30 @@ impl<'a> RunState<'a> {
         &self,
         keys: Option<&[usize]>,
         row: &Row,
-        mapped: Option<&[(String, Value)]>,
+        mapped: Option<&[(Arc<str>, Value)]>,
     ) -> Option<String> {
+        let mut identity = String::new();
+        self.write_identity(&mut identity, keys, row, mapped)
+            .then_some(identity)
+    }
+
+    /// [`RunState::identity_of`] into a buffer (cleared first); `false` without an identity.
+    fn write_identity(
+        &self,
+        out: &mut String,
+        keys: Option<&[usize]>,
+        row: &Row,
+        mapped: Option<&[(Arc<str>, Value)]>,
+    ) -> bool {
+        out.clear();
         if self.def.key_strategy == "HASHED" {
-            let fields = mapped?;
-            return Some(source_identity(fields.iter().map(|(_, v)| v)));
+            let Some(fields) = mapped else { return false };
+            write_source_identity(out, fields.iter().map(|(_, v)| v));
+            return true;
         }
-        Some(source_identity(
-            keys?.iter().map(|&index| &row.values[index]),
-        ))
+        let Some(keys) = keys else { return false };
+        write_source_identity(out, keys.iter().map(|&index| &row.values[index]));
+        true
     }
 
     async fn process_batch(
@@ -2021,6 +2038,9 @@ impl<'a> RunState<'a> {
         let mut mapped_rows = mapped_rows.into_iter();
         let mut prepared: Vec<Prepared> = Vec::with_capacity(batch.rows.len());
         let mut deletes: Vec<String> = Vec::new();
+        // Kept across rows: most rows of a full read are unchanged and need neither.
+        let mut identity = String::new();
+        let mut encoder = ContentEncoder::default();
         for row in &batch.rows {
             self.counters.processed += 1;
             if row.kind == RowKind::Delete {
@@ -2059,8 +2079,7 @@ impl<'a> RunState<'a> {
             };
             // Taken for every mapped row, in order, as the router was given them.
             let decision = routes.next();
-            let Some(identity) = self.identity_of(keys.as_deref(), row, Some(&mapped.fields))
-            else {
+            if !self.write_identity(&mut identity, keys.as_deref(), row, Some(&mapped.fields)) {
                 self.dead_letter(
                     None,
                     None,
@@ -2096,9 +2115,7 @@ impl<'a> RunState<'a> {
                     continue;
                 }
             };
-            let list_id = &self.targets[target].collection.id;
-            let content =
-                content_digest(list_id, mapped.fields.iter().map(|(k, v)| (k.as_str(), v)));
+            let content = encoder.digest(&self.targets[target].collection.id, &mapped.fields);
             let verdict = self.digest_verdict(&identity_digest, target, &content);
             if verdict == DigestVerdict::Unchanged {
                 self.counters.unchanged += 1;
@@ -2106,7 +2123,7 @@ impl<'a> RunState<'a> {
             }
             prepared.push(Prepared {
                 in_ledger: verdict == DigestVerdict::AskLedger,
-                identity,
+                identity: identity.clone(),
                 hash: hex::encode(identity_digest),
                 target,
                 fields: mapped.fields,
@@ -2352,7 +2369,11 @@ impl<'a> RunState<'a> {
         let ops: Vec<WriteOp> = rows
             .iter()
             .map(|(row, planned)| {
-                let mut fields = row.fields.clone();
+                let mut fields: Vec<(String, Value)> = row
+                    .fields
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), value.clone()))
+                    .collect();
                 match planned {
                     Planned::Update { item_id } => WriteOp::Update {
                         item_id: ItemId(*item_id),
