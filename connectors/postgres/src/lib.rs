@@ -648,23 +648,24 @@ fn texts_after(row: &sqlx::postgres::PgRow, from: usize, count: usize) -> Vec<Op
         .collect()
 }
 
-/// The values of the read columns, the first fields of a line of a copy of [`select_list`].
+/// The values of the read columns, the first fields of a line of a copy of
+/// [`copy_select_list`]. A plain loop: every value of a full read passes here.
 fn line_values(line: &[u8], read: &[CatalogColumn]) -> Result<Vec<Value>, ConnectorError> {
+    let mut values = Vec::with_capacity(read.len());
     let mut fields = copy::fields(line);
-    read.iter()
-        .map(|column| {
-            let text = fields
-                .next()
-                .ok_or_else(|| ConnectorError::internal("a copied row has too few fields"))?
-                .map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))?;
-            let data_type = column
-                .data_type
-                .as_ref()
-                .map_err(|t| ConnectorError::internal(t.clone()))?;
-            convert(text.as_deref(), data_type, column.is_array)
-                .map_err(|m| ConnectorError::user(format!("column `{}`: {m}", column.name)))
-        })
-        .collect()
+    for column in read {
+        let Some(field) = fields.next() else {
+            return Err(ConnectorError::internal("a copied row has too few fields"));
+        };
+        let bad = |m: String| ConnectorError::user(format!("column `{}`: {m}", column.name));
+        let text = field.map_err(bad)?;
+        let data_type = column
+            .data_type
+            .as_ref()
+            .map_err(|t| ConnectorError::internal(t.clone()))?;
+        values.push(convert(text.as_deref(), data_type, column.is_array).map_err(bad)?);
+    }
+    Ok(values)
 }
 
 /// The text of the key fields of a line, at `positions`.
