@@ -577,45 +577,44 @@ impl PostgresSource {
     }
 }
 
-/// The select list of a read: each read column as its text rendering (arrays as JSON), then
-/// each extra column (keys, for positions) as text. Outputs get positional aliases: an output
-/// named like a table column would make `ORDER BY col` sort the text rendering instead.
+/// The select list of a query read: each read column as its text rendering (arrays as JSON),
+/// then each extra column (keys, for positions) as text.
 fn select_list(read: &[CatalogColumn], extra: &[CatalogColumn]) -> String {
-    read.iter()
-        .map(|c| {
-            if c.is_array {
-                format!("to_json({})::text", quote(&c.name))
-            } else {
-                format!("{}::text", quote(&c.name))
-            }
-        })
-        .chain(extra.iter().map(|c| format!("{}::text", quote(&c.name))))
-        .enumerate()
-        .map(|(i, expression)| format!("{expression} AS sb_c{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    outputs(read, extra, |_| true)
 }
 
 /// [`select_list`] for a `COPY`, which renders every value with its type's output function:
 /// the `::text` cast is left out where it renders the same text (a cast through text costs the
 /// server a copy of every value). Text types keep it (`character(n)::text` drops the padding,
-/// `inet::text` adds the mask; for `text` and `varchar` it costs nothing), arrays keep their
-/// JSON, and every output its positional alias (as in [`select_list`]).
+/// `inet::text` adds the mask; for `text` and `varchar` it costs nothing).
 fn copy_select_list(read: &[CatalogColumn], extra: &[CatalogColumn]) -> String {
-    let rendered = |c: &CatalogColumn| {
-        if c.is_array {
+    outputs(read, extra, |c| {
+        matches!(c.data_type, Ok(DataType::Text { .. }) | Err(_))
+    })
+}
+
+/// Read columns (arrays as JSON), then extra columns, each cast to text where `cast` says so.
+/// Outputs get positional aliases: an output named like a table column would make
+/// `ORDER BY col` sort the text rendering instead.
+fn outputs(
+    read: &[CatalogColumn],
+    extra: &[CatalogColumn],
+    cast: impl Fn(&CatalogColumn) -> bool,
+) -> String {
+    let rendered = |c: &CatalogColumn, as_json: bool| {
+        if as_json {
             format!("to_json({})::text", quote(&c.name))
-        } else if matches!(c.data_type, Ok(DataType::Text { .. }) | Err(_)) {
+        } else if cast(c) {
             format!("{}::text", quote(&c.name))
         } else {
             quote(&c.name)
         }
     };
-    // Positional aliases, as in `select_list`.
     read.iter()
-        .chain(extra)
+        .map(|c| rendered(c, c.is_array))
+        .chain(extra.iter().map(|c| rendered(c, false)))
         .enumerate()
-        .map(|(i, c)| format!("{} AS sb_c{i}", rendered(c)))
+        .map(|(i, expression)| format!("{expression} AS sb_c{i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -37,7 +37,7 @@ use crate::connect::{source_config, target_config};
 use crate::identity::{
     ContentEncoder, source_identity_digest, source_identity_hash, write_source_identity,
 };
-use crate::mapping::{MappedRow, Mapper, MappingSpec, SourceView};
+use crate::mapping::{Field, MappedRow, Mapper, MappingSpec, SourceView};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
 use crate::router::CelRouter;
 
@@ -249,7 +249,7 @@ struct Prepared {
     identity: String,
     hash: String,
     target: usize,
-    fields: Vec<(Arc<str>, Value)>,
+    fields: Vec<Field>,
     content_hash: String,
     /// The row as read, for the dead-letter queue (turned into JSON only if it goes there).
     raw: Row,
@@ -300,9 +300,6 @@ impl Drop for InFlight {
     }
 }
 
-/// A batch's shard decisions: one router call for the batch's mapped rows (a WASM router
-/// decides a whole batch in one call; the CEL router builds its context once), taken back one
-/// per mapped row, in order.
 /// Mapped rows keep their source view only for a router, the one reader of it.
 fn source_view(router: Option<&dyn ShardRouter>) -> SourceView {
     if router.is_some() {
@@ -312,6 +309,9 @@ fn source_view(router: Option<&dyn ShardRouter>) -> SourceView {
     }
 }
 
+/// A batch's shard decisions: one router call for the batch's mapped rows (a WASM router
+/// decides a whole batch in one call; the CEL router builds its context once), taken back one
+/// per mapped row, in order.
 struct BatchRoutes(Option<std::vec::IntoIter<RouteDecision>>);
 
 impl BatchRoutes {
@@ -1032,10 +1032,7 @@ impl LedgerDigest {
         }
         let entries = match entries {
             Some(entries) => entries,
-            None => {
-                let saved = read_ledger_digest(store, sync_def_id, &lists).await?;
-                decode_saved_digest(&saved, lists.len()).unwrap_or_default()
-            }
+            None => read_ledger_digest(store, sync_def_id, &lists).await?,
         };
         Ok(Self {
             lists,
@@ -1106,17 +1103,17 @@ impl LedgerDigest {
     fn order_changed(&self) -> bool {
         self.out_of_order * 100 >= self.read_order.len().max(1)
     }
+}
 
-    /// The entries as saved, in their current order.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * SAVED_ENTRY_BYTES);
-        for entry in &self.entries {
-            out.extend_from_slice(&entry.identity);
-            out.push(entry.list);
-            out.extend_from_slice(&entry.content);
-        }
-        out
+/// Entries as saved ([`SAVED_ENTRY_BYTES`] each), in their order.
+fn encode_digest(entries: &[DigestEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * SAVED_ENTRY_BYTES);
+    for entry in entries {
+        out.extend_from_slice(&entry.identity);
+        out.push(entry.list);
+        out.extend_from_slice(&entry.content);
     }
+    out
 }
 
 /// Bytes per entry of a saved digest: identity prefix, list number (or [`NO_LIST`]), content
@@ -1124,23 +1121,25 @@ impl LedgerDigest {
 const SAVED_ENTRY_BYTES: usize = 33;
 const NO_LIST: u8 = u8::MAX;
 
-/// Reads the digest from the ledger, as saved entries (in the ledger's order).
+/// Reads the digest's entries from the ledger (in the ledger's order).
 async fn read_ledger_digest(
     store: &Store,
     sync_def_id: Id,
     lists: &[String],
-) -> Result<Vec<u8>, EngineError> {
+) -> Result<Vec<DigestEntry>, EngineError> {
     let rows = runtime::ledger_row_count(store, sync_def_id).await?.max(0) as usize;
-    let mut entries = Vec::with_capacity(rows * SAVED_ENTRY_BYTES);
+    let mut entries = Vec::with_capacity(rows);
     let names: Vec<&str> = lists.iter().map(String::as_str).collect();
     runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
         let (list, content) = match row.synced_to {
             Some((list, content)) => (list as u8, hash_prefix(content)),
             None => (NO_LIST, [0; 16]),
         };
-        entries.extend_from_slice(&hash_prefix(row.identity_hash_prefix));
-        entries.push(list);
-        entries.extend_from_slice(&content);
+        entries.push(DigestEntry::synced_to(
+            hash_prefix(row.identity_hash_prefix),
+            list,
+            content,
+        ));
     })
     .await?;
     Ok(entries)
@@ -1991,7 +1990,7 @@ impl<'a> RunState<'a> {
         &self,
         keys: Option<&[usize]>,
         row: &Row,
-        mapped: Option<&[(Arc<str>, Value)]>,
+        mapped: Option<&[Field]>,
     ) -> Option<String> {
         let mut identity = String::new();
         self.write_identity(&mut identity, keys, row, mapped)
@@ -2004,7 +2003,7 @@ impl<'a> RunState<'a> {
         out: &mut String,
         keys: Option<&[usize]>,
         row: &Row,
-        mapped: Option<&[(Arc<str>, Value)]>,
+        mapped: Option<&[Field]>,
     ) -> bool {
         out.clear();
         if self.def.key_strategy == "HASHED" {
@@ -2591,9 +2590,9 @@ impl<'a> RunState<'a> {
                 return Ok(());
             }
             let entries = if generation == digest.generation {
-                digest.encode()
+                encode_digest(&digest.entries)
             } else {
-                read_ledger_digest(store, self.def.id, &digest.lists).await?
+                encode_digest(&read_ledger_digest(store, self.def.id, &digest.lists).await?)
             };
             let entries = in_read_order(&entries, &digest.read_order);
             save_ledger_digest(store, self.def.id, generation, &digest.lists, &entries).await;
