@@ -426,6 +426,7 @@ impl MySqlSource {
             rows,
             position: None,
             notes: Vec::new(),
+            fingerprints: Vec::new(),
         })
     }
 }

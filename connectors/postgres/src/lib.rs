@@ -136,6 +136,14 @@ type ConstraintRow = (
     String,
 );
 
+/// A batch a `COPY` chunk completed: its rows, their fingerprints
+/// ([`RowBatch::fingerprints`]) and its last row's key (where the next page starts).
+struct CopiedBatch {
+    rows: Vec<Row>,
+    fingerprints: Vec<u128>,
+    last_key: Vec<Option<String>>,
+}
+
 /// One column as the catalog describes it, with what reading needs.
 #[derive(Debug, Clone)]
 struct CatalogColumn {
@@ -305,6 +313,10 @@ impl PostgresSource {
             })
             .collect();
         let select_list = copy_select_list(&read_columns, &extra_columns);
+        // A row's fingerprint is the hash of its line, seeded with what the line is made of:
+        // the same text read as other columns or types is another row.
+        let fingerprint_seed =
+            twox_hash::XxHash3_64::oneshot(format!("{select_list}\n{read_columns:?}").as_bytes());
         let order_sql = order_columns
             .iter()
             .map(|c| quote(&c.name))
@@ -341,8 +353,8 @@ impl PostgresSource {
                     let mut chunks = connection.get().copy_out_raw(&sql).await.map_err(reading)?;
                     let mut lines = copy::Lines::default();
                     let mut out = Vec::with_capacity(batch_size);
-                    // Batches completed by a chunk, each with its last row's key.
-                    let mut ready: Vec<(Vec<Row>, Vec<Option<String>>)> = Vec::new();
+                    let mut prints = Vec::with_capacity(batch_size);
+                    let mut ready: Vec<CopiedBatch> = Vec::new();
                     let mut last_line = Vec::new();
                     loop {
                         let chunk = chunks.try_next().await.map_err(reading)?;
@@ -351,9 +363,11 @@ impl PostgresSource {
                             lines.feed(&chunk, |line| {
                                 in_page += 1;
                                 out.push(Row::new(line_values(line, &read_columns)?));
+                                prints.push(twox_hash::XxHash3_128::oneshot_with_seed(fingerprint_seed, line));
                                 if out.len() == batch_size {
                                     let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
-                                    ready.push((rows, line_keys(line, &key_fields)?));
+                                    let fingerprints = std::mem::replace(&mut prints, Vec::with_capacity(batch_size));
+                                    ready.push(CopiedBatch { rows, fingerprints, last_key: line_keys(line, &key_fields)? });
                                 } else {
                                     last_line.clear();
                                     last_line.extend_from_slice(line);
@@ -363,12 +377,12 @@ impl PostgresSource {
                         } else if lines.has_partial() {
                             Err(ConnectorError::external(format!("PostgreSQL at {address}: reading rows: the copy ended inside a row")))?;
                         } else if !out.is_empty() {
-                            ready.push((std::mem::take(&mut out), line_keys(&last_line, &key_fields)?));
+                            ready.push(CopiedBatch { rows: std::mem::take(&mut out), fingerprints: std::mem::take(&mut prints), last_key: line_keys(&last_line, &key_fields)? });
                         }
-                        for (rows, last) in ready.drain(..) {
-                            let position = plan.position_after(&last).to_position();
-                            after = Some(last);
-                            yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new() };
+                        for CopiedBatch { rows, fingerprints, last_key } in ready.drain(..) {
+                            let position = plan.position_after(&last_key).to_position();
+                            after = Some(last_key);
+                            yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new(), fingerprints };
                         }
                         if end {
                             break;

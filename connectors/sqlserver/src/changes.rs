@@ -164,6 +164,7 @@ fn change_tracking(
                 rows: Vec::new(),
                 position: LsnPosition::ChangeTracking { version, snapshot: None }.to_position(),
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             };
         }
         let mut changes = changed_keys(&mut client, &address, &request, &catalog, object, version).await?;
@@ -187,6 +188,7 @@ fn change_tracking(
                 rows: rows_out,
                 position: LsnPosition::ChangeTracking { version: last_version, snapshot: None }.to_position(),
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             };
         }
         if changes.current > version {
@@ -195,6 +197,7 @@ fn change_tracking(
                 rows: Vec::new(),
                 position: LsnPosition::ChangeTracking { version: changes.current, snapshot: None }.to_position(),
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             };
         }
     };
@@ -417,6 +420,7 @@ fn rowversion_stream(
                 rows: out,
                 position: LsnPosition::Rowversion { after: hex }.to_position(),
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             };
             if count < batch_size {
                 break;

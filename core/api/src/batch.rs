@@ -57,6 +57,12 @@ pub struct RowBatch {
     /// What the source noticed while reading this batch and wants on record (the engine stores
     /// each as a WARN event of the run), e.g. values it had to read as NULL.
     pub notes: Vec<String>,
+    /// Empty, or one per row: a hash of the row as the source read it (its columns, their
+    /// types and their values), so that two rows with the same fingerprint have the same
+    /// values. A full read recognises a row unchanged since the previous full read by it,
+    /// without mapping or hashing the row. A source that cannot compute one cheaply leaves
+    /// this empty; a different fingerprint for equal values only costs that shortcut.
+    pub fingerprints: Vec<u128>,
 }
 
 impl RowBatch {

@@ -57,6 +57,14 @@ pub trait FieldRule: Send + Sync {
             .map(|(value, row)| self.apply(value, *row))
             .collect()
     }
+
+    /// Whether the result depends on the row alone (no clock, no randomness, no outside
+    /// state): a row that reads the same as before then maps to the same value. A full read
+    /// skips rows by their [`RowBatch::fingerprints`](crate::RowBatch::fingerprints) only
+    /// when every rule and the router say so. `false` unless a rule overrides it.
+    fn depends_only_on_row(&self) -> bool {
+        false
+    }
 }
 
 /// Where one row goes.
@@ -74,4 +82,10 @@ pub enum RouteDecision {
 pub trait ShardRouter: Send + Sync {
     /// One decision per row, in order.
     fn route(&self, rows: &[RowView<'_>]) -> Vec<RouteDecision>;
+
+    /// Whether a row's decision depends on the row alone (see
+    /// [`FieldRule::depends_only_on_row`]); a predicate that reads the clock does not.
+    fn depends_only_on_row(&self) -> bool {
+        false
+    }
 }

@@ -107,6 +107,15 @@ impl MappedRow {
 }
 
 impl Mapper {
+    /// Whether every rule's result depends on the row alone
+    /// ([`FieldRule::depends_only_on_row`]).
+    pub fn depends_only_on_row(&self) -> bool {
+        self.mappings
+            .iter()
+            .filter_map(|m| m.rule.as_deref())
+            .all(FieldRule::depends_only_on_row)
+    }
+
     /// Compiles the pushed mappings; an unknown or malformed rule names the mapping.
     pub fn new(registry: &Registry, specs: &[MappingSpec]) -> Result<Self, RuleError> {
         let mappings = specs

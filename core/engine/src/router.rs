@@ -109,6 +109,14 @@ impl ShardRouter for CelRouter {
         base.add_variable_from_value("now", cel::Value::Timestamp(now));
         rows.iter().map(|row| self.route_row(&base, row)).collect()
     }
+
+    /// CEL has no other outside input than `now` (a column named `now` counts too).
+    fn depends_only_on_row(&self) -> bool {
+        !self
+            .rules
+            .iter()
+            .any(|rule| rule.program.references().has_variable("now"))
+    }
 }
 
 fn utc_midnight(date: chrono::NaiveDate) -> DateTime<FixedOffset> {
@@ -212,6 +220,26 @@ mod tests {
             route(Value::from("On hold"), Value::Null),
             RouteDecision::Default
         );
+    }
+
+    #[test]
+    fn only_predicates_without_now_depend_on_the_row_alone() {
+        assert!(!router().depends_only_on_row());
+        let pure = CelRouter::new(&[
+            ("Active".to_owned(), "status == 'Active'".to_owned()),
+            (
+                "Big".to_owned(),
+                "budget > 10.0 || region in ['EU']".to_owned(),
+            ),
+        ])
+        .expect("compiles");
+        assert!(pure.depends_only_on_row());
+        let nested = CelRouter::new(&[(
+            "Old".to_owned(),
+            "status == 'Closed' && (ended_on < now - duration('24h'))".to_owned(),
+        )])
+        .expect("compiles");
+        assert!(!nested.depends_only_on_row());
     }
 
     #[test]

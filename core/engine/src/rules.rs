@@ -127,6 +127,10 @@ fn needs_text(rule: &str, value: &Value) -> RuleError {
 struct TextRule(fn(&str) -> &str, &'static str);
 
 impl FieldRule for TextRule {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         match value {
             Value::Null => Ok(Value::Null),
@@ -142,6 +146,10 @@ enum Case {
 }
 
 impl FieldRule for Case {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         match (self, value) {
             (_, Value::Null) => Ok(Value::Null),
@@ -180,6 +188,10 @@ impl Round {
 }
 
 impl FieldRule for Round {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         match value {
             Value::Null | Value::Int(_) => Ok(value),
@@ -220,6 +232,10 @@ impl DateFormat {
 }
 
 impl FieldRule for DateFormat {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         let text = match &value {
             Value::Null => return Ok(Value::Null),
@@ -252,6 +268,10 @@ impl DefaultValue {
 }
 
 impl FieldRule for DefaultValue {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         match value {
             Value::Null => Ok(Value::Text(self.0.clone())),
@@ -296,6 +316,10 @@ impl MapValues {
 }
 
 impl FieldRule for MapValues {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, value: Value, _row: RowView<'_>) -> Result<Value, RuleError> {
         let Some(text) = canonical_text(&value) else {
             return Ok(Value::Null);
@@ -336,6 +360,10 @@ impl Concat {
 }
 
 impl FieldRule for Concat {
+    fn depends_only_on_row(&self) -> bool {
+        true
+    }
+
     fn apply(&self, _value: Value, row: RowView<'_>) -> Result<Value, RuleError> {
         let mut out = String::new();
         for part in &self.0 {

@@ -34,6 +34,8 @@ use syncbridge_store::{Id, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::{source_config, target_config};
+use sha2::{Digest as _, Sha256};
+
 use crate::identity::{
     ContentEncoder, source_identity_digest, source_identity_hash, write_source_identity,
 };
@@ -643,6 +645,7 @@ impl Engine {
             .into_iter()
             .collect();
         let mut run = RunState::new(self, &def, &targets, options, instance_id, open_failures);
+        run.fingerprint_config = fingerprint_config(&def, &mapper, router.as_deref());
         if !options.dry_run {
             run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
             run.recover().await?;
@@ -680,6 +683,21 @@ impl Engine {
                 error_text.as_deref(),
             )
             .await?;
+            if run.recognised > 0 {
+                let message = format!(
+                    "{} of {} rows read were recognised unchanged by their fingerprint, without mapping or hashing them",
+                    run.recognised, run.counters.processed
+                );
+                runtime::add_event(
+                    &self.store,
+                    run_id,
+                    "INFO",
+                    "ROWS_RECOGNISED",
+                    &message,
+                    None,
+                )
+                .await?;
+            }
             let summary = serde_json::to_value(run.counters).ok();
             let (severity, kind, message) = match (&error_text, run.counters.failed) {
                 (Some(error), _) => ("ERROR", "RUN_FAILED", error.clone()),
@@ -866,6 +884,41 @@ impl Engine {
     }
 }
 
+/// What a row's fingerprint ([`RowBatch::fingerprints`]) stands for in a run: a hash of
+/// everything besides the row that decides the row's mapped content and list — the mode, the
+/// key, the mappings with their rules, the sharding policy and the target lists. A digest
+/// entry's fingerprint is used only by a run with the same hash. `None` (fingerprints not used)
+/// when a rule or the router depends on more than the row (the clock, a WASM module's state):
+/// such a row can change list or content while it reads the same.
+fn fingerprint_config(
+    def: &RunDefinition,
+    mapper: &Mapper,
+    router: Option<&dyn ShardRouter>,
+) -> Option<[u8; 32]> {
+    if !mapper.depends_only_on_row() || router.is_some_and(|r| !r.depends_only_on_row()) {
+        return None;
+    }
+    let targets: Vec<_> = def
+        .targets
+        .iter()
+        .map(|t| (&t.name, t.is_default, t.priority, &t.list_id))
+        .collect();
+    let described = format!(
+        "{:?}",
+        (
+            &def.sync_mode,
+            &def.key_strategy,
+            &def.key_constraint_name,
+            &def.key_columns,
+            &def.target_strategy,
+            &def.sharding_policy,
+            mapper,
+            targets,
+        )
+    );
+    Some(Sha256::digest(described.as_bytes()).into())
+}
+
 /// The router for CONDITIONAL definitions; `None` for SINGLE (everything to the one target).
 fn build_router(
     def: &RunDefinition,
@@ -935,6 +988,11 @@ struct RunState<'a> {
     /// The source could not continue from the committed position and the read started over
     /// from the beginning: a full read, after which vanished rows are deleted.
     read_restarted: bool,
+    /// What a row's fingerprint stands for in this run (see [`fingerprint_config`]); `None`
+    /// when rows cannot be recognised by their fingerprints.
+    fingerprint_config: Option<[u8; 32]>,
+    /// Rows a full read recognised unchanged by their fingerprint (counted in `unchanged` too).
+    recognised: i64,
 }
 
 /// A compact copy of the ledger, loaded once at the start of a full read. It decides two things
@@ -952,6 +1010,12 @@ struct RunState<'a> {
 /// look-up missed the processor's caches for every row. A row met out of order (an insert, a
 /// changed key, a copy read from the ledger) is found through a map built the first time one
 /// is needed.
+///
+/// An entry also keeps the fingerprint ([`RowBatch::fingerprints`]) of the row a full read
+/// last found unchanged, when the run's [`fingerprint_config`] allows it: the next full read
+/// recognises a row that reads the same, where the previous one ended, without mapping or
+/// hashing it. Fingerprints are saved with the copy and its config hash, and only a run with
+/// the same config hash uses them.
 #[derive(Debug)]
 struct LedgerDigest {
     lists: Vec<String>,
@@ -968,6 +1032,10 @@ struct LedgerDigest {
     read_order: Vec<[u8; 16]>,
     /// Rows whose entry was looked up in `index` (or found in no entry).
     out_of_order: usize,
+    /// The run's [`fingerprint_config`]: entry fingerprints are kept and learned only with one.
+    config: Option<[u8; 32]>,
+    /// Entries whose fingerprint this read set or changed.
+    learned: usize,
 }
 
 /// Entries looked at from `next` on before the map: a row deleted from the source leaves its
@@ -992,6 +1060,8 @@ struct DigestEntry {
     content: [u8; 16],
     /// Index into [`LedgerDigest::lists`]; [`NO_LIST`] when the row is synced to none of them.
     list: u8,
+    /// The fingerprint of the row last found unchanged, [`NO_FINGERPRINT`] when none.
+    fingerprint: u128,
     /// Synced, and not touched by this read yet: can still be judged unchanged.
     usable: bool,
     /// A row of this read had this identity.
@@ -1006,6 +1076,7 @@ impl DigestEntry {
             identity,
             content,
             list,
+            fingerprint: NO_FINGERPRINT,
             usable: list != NO_LIST,
             seen: false,
         }
@@ -1018,15 +1089,31 @@ impl LedgerDigest {
     /// Taken from the copy saved beside the ledger when it is current (no ledger write since
     /// it was saved); otherwise read from the ledger (and saved after the read, in read order:
     /// [`RunState::refresh_saved_digest`]).
-    async fn load(store: &Store, sync_def_id: Id, lists: Vec<String>) -> Result<Self, EngineError> {
+    ///
+    /// `config`: the run's [`fingerprint_config`]; saved fingerprints of another are dropped.
+    async fn load(
+        store: &Store,
+        sync_def_id: Id,
+        lists: Vec<String>,
+        config: Option<[u8; 32]>,
+    ) -> Result<Self, EngineError> {
         let (generation, saved) = runtime::saved_ledger_digest(store, sync_def_id).await?;
         let mut entries = None;
         if let Some(saved) = saved.filter(|saved| saved.lists == lists) {
-            entries = decode_saved_digest(&saved.entries, lists.len());
+            entries = decode_saved_digest(&saved.entries, lists.len()).map(
+                |(saved_config, mut entries)| {
+                    if config != Some(saved_config) {
+                        for entry in &mut entries {
+                            entry.fingerprint = NO_FINGERPRINT;
+                        }
+                    }
+                    entries
+                },
+            );
             if entries.is_none() {
                 tracing::warn!(
                     sync_def_id = %sync_def_id,
-                    "the saved ledger digest is malformed; reading the ledger instead"
+                    "the saved ledger digest is malformed or in an older format; reading the ledger instead"
                 );
             }
         }
@@ -1043,7 +1130,65 @@ impl LedgerDigest {
             index: None,
             met_new: FxHashSet::default(),
             out_of_order: 0,
+            config,
+            learned: 0,
         })
+    }
+
+    /// The entries of a batch's rows that read as they did when their entry was last found
+    /// unchanged, by position in `fingerprints` (empty when the batch has none). Looked for
+    /// where the previous row's entry ended (a few entries ahead, as [`LedgerDigest::meet`]),
+    /// among entries not met yet in this read; the batch's rows must then be met in order.
+    fn recognise(&self, rows: &[Row], fingerprints: &[u128]) -> Vec<Option<usize>> {
+        if self.config.is_none() || fingerprints.len() != rows.len() {
+            return Vec::new();
+        }
+        let mut next = self.next;
+        rows.iter()
+            .zip(fingerprints)
+            .map(|(row, &fingerprint)| {
+                if row.kind == RowKind::Delete || fingerprint == NO_FINGERPRINT {
+                    return None;
+                }
+                let end = self.entries.len().min(next + LOOK_AHEAD);
+                let position = (next..end).find(|&i| {
+                    let entry = &self.entries[i];
+                    entry.fingerprint == fingerprint && entry.usable && !entry.seen
+                })?;
+                next = position + 1;
+                Some(position)
+            })
+            .collect()
+    }
+
+    /// Gives `entries` (read from the ledger after this read wrote) the fingerprints this
+    /// digest holds for the same identity, list and content: a fingerprint stands for a row
+    /// that maps to that content in that list, which stays true whoever wrote the ledger.
+    fn keep_fingerprints(&self, entries: &mut [DigestEntry]) {
+        let known: FxHashMap<[u8; 16], &DigestEntry> = self
+            .entries
+            .iter()
+            .filter(|entry| entry.fingerprint != NO_FINGERPRINT)
+            .map(|entry| (entry.identity, entry))
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        for entry in entries {
+            if let Some(old) = known.get(&entry.identity)
+                && old.list == entry.list
+                && old.content == entry.content
+            {
+                entry.fingerprint = old.fingerprint;
+            }
+        }
+    }
+
+    /// Meets a row [`LedgerDigest::recognise`] found at `position`.
+    fn meet_at(&mut self, position: usize) {
+        self.read_order.push(self.entries[position].identity);
+        self.entries[position].seen = true;
+        self.next = position + 1;
     }
 
     /// The position of the entry of a row the read met (noting the identity as met, in order);
@@ -1112,14 +1257,20 @@ fn encode_digest(entries: &[DigestEntry]) -> Vec<u8> {
         out.extend_from_slice(&entry.identity);
         out.push(entry.list);
         out.extend_from_slice(&entry.content);
+        out.extend_from_slice(&entry.fingerprint.to_le_bytes());
     }
     out
 }
 
 /// Bytes per entry of a saved digest: identity prefix, list number (or [`NO_LIST`]), content
-/// prefix.
-const SAVED_ENTRY_BYTES: usize = 33;
+/// prefix, row fingerprint (little-endian).
+const SAVED_ENTRY_BYTES: usize = 49;
 const NO_LIST: u8 = u8::MAX;
+const NO_FINGERPRINT: u128 = 0;
+/// The start of a saved digest in this format, before the [`fingerprint_config`] it was saved
+/// with (zeros for none) and the entries. A copy in an earlier format lacks it and is not read.
+const SAVED_DIGEST_MAGIC: &[u8; 4] = b"SBD2";
+const SAVED_HEADER_BYTES: usize = SAVED_DIGEST_MAGIC.len() + 32;
 
 /// Reads the digest's entries from the ledger (in the ledger's order).
 async fn read_ledger_digest(
@@ -1145,27 +1296,31 @@ async fn read_ledger_digest(
     Ok(entries)
 }
 
-/// The entries of a saved digest; `None` when they are not whole entries or name a list that
-/// is not there.
-fn decode_saved_digest(entries: &[u8], lists: usize) -> Option<Vec<DigestEntry>> {
-    if !entries.len().is_multiple_of(SAVED_ENTRY_BYTES) {
+/// The config hash and the entries of a saved digest; `None` when it is not in this format,
+/// not whole entries, or names a list that is not there.
+fn decode_saved_digest(saved: &[u8], lists: usize) -> Option<([u8; 32], Vec<DigestEntry>)> {
+    let header = saved.get(..SAVED_HEADER_BYTES)?;
+    let (magic, config) = header.split_at(SAVED_DIGEST_MAGIC.len());
+    let entries = &saved[SAVED_HEADER_BYTES..];
+    if magic != SAVED_DIGEST_MAGIC || !entries.len().is_multiple_of(SAVED_ENTRY_BYTES) {
         return None;
     }
-    entries
+    let entries = entries
         .chunks_exact(SAVED_ENTRY_BYTES)
         .map(|entry| {
             let (identity, rest) = entry.split_at(16);
-            let list = rest[0];
+            let (list, rest) = (rest[0], &rest[1..]);
             if list != NO_LIST && usize::from(list) >= lists {
                 return None;
             }
-            Some(DigestEntry::synced_to(
-                identity.try_into().ok()?,
-                list,
-                rest[1..].try_into().ok()?,
-            ))
+            let (content, fingerprint) = rest.split_at(16);
+            let mut entry =
+                DigestEntry::synced_to(identity.try_into().ok()?, list, content.try_into().ok()?);
+            entry.fingerprint = u128::from_le_bytes(fingerprint.try_into().ok()?);
+            Some(entry)
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    Some((config.try_into().ok()?, entries))
 }
 
 /// Saved entries reordered: first those of `order`'s identities in that order (each once), then
@@ -1197,9 +1352,14 @@ async fn save_ledger_digest(
     sync_def_id: Id,
     generation: i64,
     lists: &[String],
+    config: Option<[u8; 32]>,
     entries: &[u8],
 ) {
-    match runtime::save_ledger_digest(store, sync_def_id, generation, lists, entries).await {
+    let mut saved = Vec::with_capacity(SAVED_HEADER_BYTES + entries.len());
+    saved.extend_from_slice(SAVED_DIGEST_MAGIC);
+    saved.extend_from_slice(&config.unwrap_or([0; 32]));
+    saved.extend_from_slice(entries);
+    match runtime::save_ledger_digest(store, sync_def_id, generation, lists, &saved).await {
         Ok(saved) => tracing::debug!(
             sync_def_id = %sync_def_id,
             entries = entries.len() / SAVED_ENTRY_BYTES,
@@ -1271,6 +1431,8 @@ impl<'a> RunState<'a> {
             in_flight: InFlight::default(),
             digest: None,
             read_restarted: false,
+            fingerprint_config: None,
+            recognised: 0,
         }
     }
     fn default_target(&self) -> usize {
@@ -1471,6 +1633,7 @@ impl<'a> RunState<'a> {
                 rows,
                 position: None,
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             };
             self.process_batch(&batch, mapper, router, None).await?;
         }
@@ -2024,11 +2187,18 @@ impl<'a> RunState<'a> {
         reading: Option<Reading<'_>>,
     ) -> Result<(), EngineError> {
         let columns = &batch.columns;
+        let recognised = match &self.digest {
+            Some(digest) => digest.recognise(&batch.rows, &batch.fingerprints),
+            None => Vec::new(),
+        };
+        let is_recognised = |i: usize| recognised.get(i).is_some_and(Option::is_some);
         // Rules run once per batch (a WASM rule makes one call for all the rows).
         let upserts: Vec<&Row> = batch
             .rows
             .iter()
-            .filter(|row| row.kind != RowKind::Delete)
+            .enumerate()
+            .filter(|&(i, row)| row.kind != RowKind::Delete && !is_recognised(i))
+            .map(|(_, row)| row)
             .collect();
         let mapped_rows = mapper.map_batch_with(columns, &upserts, source_view(router));
         let keys = self.key_positions(columns);
@@ -2040,8 +2210,15 @@ impl<'a> RunState<'a> {
         // Kept across rows: most rows of a full read are unchanged and need neither.
         let mut identity = String::new();
         let mut encoder = ContentEncoder::default();
-        for row in &batch.rows {
+        for (i, row) in batch.rows.iter().enumerate() {
             self.counters.processed += 1;
+            if let (Some(Some(position)), Some(digest)) = (recognised.get(i), self.digest.as_mut())
+            {
+                digest.meet_at(*position);
+                self.counters.unchanged += 1;
+                self.recognised += 1;
+                continue;
+            }
             if row.kind == RowKind::Delete {
                 if let Some(identity) = self.identity_of(keys.as_deref(), row, None) {
                     deletes.push(source_identity_hash(&self.def.key_strategy, &identity));
@@ -2115,7 +2292,8 @@ impl<'a> RunState<'a> {
                 }
             };
             let content = encoder.digest(&self.targets[target].collection.id, &mapped.fields);
-            let verdict = self.digest_verdict(&identity_digest, target, &content);
+            let fingerprint = batch.fingerprints.get(i).copied();
+            let verdict = self.digest_verdict(&identity_digest, target, &content, fingerprint);
             if verdict == DigestVerdict::Unchanged {
                 self.counters.unchanged += 1;
                 continue;
@@ -2200,11 +2378,14 @@ impl<'a> RunState<'a> {
     /// A row that is not left alone turns its entry stale, and an identity the ledger did not
     /// hold gets a stale entry, so a second row with the identity in the same read goes
     /// through the ledger.
+    ///
+    /// An unchanged row's fingerprint is noted in its entry, for the next full read.
     fn digest_verdict(
         &mut self,
         identity: &[u8; 32],
         target: usize,
         content: &[u8; 32],
+        fingerprint: Option<u128>,
     ) -> DigestVerdict {
         let Some(digest) = self.digest.as_mut() else {
             self.see(prefix(identity));
@@ -2223,7 +2404,16 @@ impl<'a> RunState<'a> {
                     && item.content == prefix(content)))
             && (self.in_flight.hashes.is_empty()
                 || !self.in_flight.hashes.contains(&hex::encode(identity)));
-        digest.entries[position].usable = unchanged;
+        let entry = &mut digest.entries[position];
+        entry.usable = unchanged;
+        let fingerprint = match (unchanged, digest.config, fingerprint) {
+            (true, Some(_), Some(fingerprint)) => fingerprint,
+            _ => NO_FINGERPRINT,
+        };
+        if entry.fingerprint != fingerprint {
+            entry.fingerprint = fingerprint;
+            digest.learned += 1;
+        }
         if unchanged {
             DigestVerdict::Unchanged
         } else {
@@ -2238,7 +2428,13 @@ impl<'a> RunState<'a> {
             .iter()
             .map(|t| t.collection.id.clone())
             .collect();
-        let mut digest = LedgerDigest::load(&self.engine.store, self.def.id, lists).await?;
+        let mut digest = LedgerDigest::load(
+            &self.engine.store,
+            self.def.id,
+            lists,
+            self.fingerprint_config,
+        )
+        .await?;
         for identity in self.seen.drain() {
             digest.see(&identity);
         }
@@ -2578,7 +2774,7 @@ impl<'a> RunState<'a> {
     /// the rows, so the next full read takes it instead of reading the ledger and finds its
     /// rows in order — unless the saved copy is current and was in order. The entries come from
     /// the loaded digest when no ledger write happened since it was read, from the ledger
-    /// otherwise.
+    /// otherwise (keeping the fingerprints of rows the ledger still holds as they were).
     async fn refresh_saved_digest(&self) {
         let (Some(digest), false) = (&self.digest, self.options.dry_run) else {
             return;
@@ -2586,16 +2782,27 @@ impl<'a> RunState<'a> {
         let store = &self.engine.store;
         let refreshed = async {
             let (generation, saved) = runtime::ledger_digest_state(store, self.def.id).await?;
-            if saved && !digest.order_changed() {
+            if saved && !digest.order_changed() && digest.learned == 0 {
                 return Ok(());
             }
             let entries = if generation == digest.generation {
                 encode_digest(&digest.entries)
             } else {
-                encode_digest(&read_ledger_digest(store, self.def.id, &digest.lists).await?)
+                let mut entries = read_ledger_digest(store, self.def.id, &digest.lists).await?;
+                digest.keep_fingerprints(&mut entries);
+                encode_digest(&entries)
             };
             let entries = in_read_order(&entries, &digest.read_order);
-            save_ledger_digest(store, self.def.id, generation, &digest.lists, &entries).await;
+            let config = digest.config;
+            save_ledger_digest(
+                store,
+                self.def.id,
+                generation,
+                &digest.lists,
+                config,
+                &entries,
+            )
+            .await;
             Ok::<_, EngineError>(())
         };
         if let Err(error) = refreshed.await {

@@ -658,12 +658,14 @@ async fn full_reads_take_the_saved_ledger_digest_and_still_see_changes() {
             .collect();
         let (saved_lists, saved_entries) = saved_copy(&store, def).await;
         assert_eq!(identities(&saved_entries), expected_order, "{backend}");
-        let reversed: Vec<u8> = saved_entries
-            .chunks_exact(33)
+        let (header, entries) = saved_entries.split_at(SAVED_HEADER_BYTES);
+        let reversed: Vec<u8> = entries
+            .chunks_exact(SAVED_ENTRY_BYTES)
             .rev()
             .flatten()
             .copied()
             .collect();
+        let reversed = [header, &reversed].concat();
         assert!(
             runtime::save_ledger_digest(&store, def, generation, &saved_lists, &reversed)
                 .await
@@ -917,10 +919,15 @@ async fn saved_copy(store: &TestStore, def: syncbridge_store::Id) -> (Vec<String
     (saved.lists, saved.entries)
 }
 
-/// The identity hash prefixes (hex) of saved digest entries, in their order.
-fn identities(entries: &[u8]) -> Vec<String> {
-    entries
-        .chunks_exact(33)
+/// A saved digest: a format tag and a config hash, then entries of an identity hash prefix,
+/// a list number, a content hash prefix and a row fingerprint.
+const SAVED_HEADER_BYTES: usize = 4 + 32;
+const SAVED_ENTRY_BYTES: usize = 16 + 1 + 16 + 16;
+
+/// The identity hash prefixes (hex) of a saved digest's entries, in their order.
+fn identities(saved: &[u8]) -> Vec<String> {
+    saved[SAVED_HEADER_BYTES..]
+        .chunks_exact(SAVED_ENTRY_BYTES)
         .map(|entry| hex::encode(&entry[..16]))
         .collect()
 }

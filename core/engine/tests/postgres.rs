@@ -607,3 +607,211 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
             .expect("slots");
     assert_eq!(slots, 0, "the slot was dropped");
 }
+
+/// A full read recognises rows that read as they did at the previous full read by their
+/// fingerprint, without mapping or hashing them, and only while the run would map and route
+/// them the same way: a changed row, a changed mapping, or a predicate that reads the clock
+/// sends rows through mapping and hashing again, and every change is written.
+#[tokio::test]
+async fn full_reads_recognise_unchanged_rows_by_their_fingerprint() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("fingerprint") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, status text NOT NULL, ended_on date);
+         INSERT INTO items SELECT g, 'item ' || g, 'Active', NULL FROM generate_series(1, 30) g;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("table");
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let config = |title_rule: &str| {
+        let sync = |name: &str, targets: &str| {
+            format!(
+                "  - name: {name}\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n{targets}    mappings:\n      - {{ source: name, target: Title{title_rule} }}\n      - {{ source: status, target: Status }}\n      - {{ source: ended_on, target: EndedOn }}\n"
+            )
+        };
+        let conditional = |closed_when: &str, prefix: &str| {
+            format!(
+                "    target_strategy: CONDITIONAL\n    targets:\n      - {{ name: closed, connection: emulator, list: {prefix}Closed, when: \"{closed_when}\" }}\n      - {{ name: other, connection: emulator, list: {prefix}Other, default: true }}\n"
+            )
+        };
+        format!(
+            "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n{}{}{}",
+            pg.name,
+            common::sharepoint(
+                &info,
+                &[
+                    "Plain",
+                    "RoutedClosed",
+                    "RoutedOther",
+                    "DatedClosed",
+                    "DatedOther"
+                ]
+            ),
+            sync(
+                "plain",
+                "    targets: [{ name: t, connection: emulator, list: Plain }]\n"
+            ),
+            sync("routed", &conditional("status == 'Closed'", "Routed")),
+            sync(
+                "dated",
+                &conditional(
+                    "status == 'Closed' && ended_on > now - duration('8760h')",
+                    "Dated"
+                )
+            ),
+        )
+    };
+    let (store, key) = common::applied(&config("")).await;
+    let engine = common::engine(&store, &key);
+    let full = RunOptions::default();
+    // The rows recognised by fingerprint in a run, from its ROWS_RECOGNISED event (0 without).
+    let recognised = |report: syncbridge_engine::run::RunReport| {
+        let store = store.clone();
+        async move {
+            let run_id = report
+                .run_id
+                .as_deref()
+                .expect("run id")
+                .parse()
+                .expect("id");
+            let events = syncbridge_store::runtime::run_events(&store, run_id)
+                .await
+                .expect("events");
+            let counts: Vec<i64> = events
+                .iter()
+                .filter(|(_, kind, _)| kind == "ROWS_RECOGNISED")
+                .map(|(_, _, message)| {
+                    message
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("a count")
+                })
+                .collect();
+            (report, counts.first().copied().unwrap_or(0))
+        }
+    };
+
+    for sync in ["plain", "routed", "dated"] {
+        engine.provision(sync).await.expect("provision");
+        let (first, none) = recognised(engine.run(sync, &full).await.expect("first")).await;
+        assert_eq!((first.created, none), (30, 0), "{sync}");
+        // This run finds every row unchanged by hashing it, and notes its fingerprint.
+        let (second, none) = recognised(engine.run(sync, &full).await.expect("second")).await;
+        assert_eq!((second.unchanged, none), (30, 0), "{sync}");
+        let (third, by_fingerprint) =
+            recognised(engine.run(sync, &full).await.expect("third")).await;
+        let expected = if sync == "dated" { 0 } else { 30 };
+        assert_eq!(
+            (
+                third.unchanged,
+                third.created + third.updated,
+                by_fingerprint
+            ),
+            (30, 0, expected),
+            "{sync}: rows are recognised unless a predicate reads the clock"
+        );
+    }
+
+    sqlx::raw_sql(
+        "UPDATE items SET name = 'renamed' WHERE id = 3;
+         UPDATE items SET status = 'Closed', ended_on = current_date WHERE id = 4;
+         INSERT INTO items VALUES (31, 'item 31', 'Active', NULL);
+         DELETE FROM items WHERE id = 5;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("edits");
+    let (plain, by_fingerprint) =
+        recognised(engine.run("plain", &full).await.expect("plain")).await;
+    assert_eq!(
+        (
+            plain.updated,
+            plain.created,
+            plain.deleted,
+            plain.unchanged,
+            by_fingerprint
+        ),
+        (2, 1, 1, 27, 27),
+        "{plain:?}"
+    );
+    let (routed, by_fingerprint) =
+        recognised(engine.run("routed", &full).await.expect("routed")).await;
+    assert_eq!(
+        (
+            routed.updated,
+            routed.moved,
+            routed.created,
+            routed.deleted,
+            by_fingerprint
+        ),
+        (1, 1, 1, 1, 27),
+        "{routed:?}"
+    );
+    let (dated, by_fingerprint) =
+        recognised(engine.run("dated", &full).await.expect("dated")).await;
+    assert_eq!(
+        (
+            dated.updated,
+            dated.moved,
+            dated.created,
+            dated.deleted,
+            by_fingerprint
+        ),
+        (1, 1, 1, 1, 0),
+        "{dated:?}"
+    );
+    assert_eq!(
+        list_items(&emulator, "RoutedClosed"),
+        vec!["item 4".to_owned()]
+    );
+    assert_eq!(
+        list_items(&emulator, "DatedClosed"),
+        vec!["item 4".to_owned()]
+    );
+
+    // The run that wrote kept the fingerprints of the rows it did not write; this one learns
+    // the written rows' fingerprints.
+    let (again, by_fingerprint) =
+        recognised(engine.run("plain", &full).await.expect("again")).await;
+    assert_eq!((again.unchanged, by_fingerprint), (30, 27), "{again:?}");
+
+    // A changed mapping maps every row differently: none is recognised, all are written.
+    let text = config(", transform: upper");
+    let changed = syncbridge_config::load_str(
+        &text,
+        Path::new("test.yaml"),
+        &syncbridge_config::Known::default(),
+    )
+    .expect("config");
+    apply(
+        &store,
+        &changed,
+        &ApplyOptions {
+            prune: false,
+            dry_run: false,
+            actor: "t".into(),
+            master_key: Some(key.clone()),
+        },
+    )
+    .await
+    .expect("apply");
+    let (upper, by_fingerprint) =
+        recognised(engine.run("plain", &full).await.expect("upper")).await;
+    assert_eq!((upper.updated, by_fingerprint), (30, 0), "{upper:?}");
+    let mut titles = list_items(&emulator, "Plain");
+    titles.sort();
+    assert_eq!(titles.first().map(String::as_str), Some("ITEM 1"));
+    assert!(titles.contains(&"RENAMED".to_owned()), "{titles:?}");
+    drop(db);
+    drop(pg);
+}

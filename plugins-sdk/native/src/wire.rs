@@ -112,6 +112,7 @@ impl From<WireBatch> for RowBatch {
             rows: batch.rows,
             position: batch.position,
             notes: batch.notes,
+            fingerprints: Vec::new(),
         }
     }
 }

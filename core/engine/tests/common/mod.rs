@@ -39,6 +39,7 @@ pub fn engine(store: &TestStore, key: &Arc<MasterKey>) -> Engine {
     registry.register_source::<syncbridge_postgres::PostgresSource>();
     registry.register_source::<syncbridge_mysql::MySqlSource>();
     registry.register_target::<syncbridge_sharepoint::SharePointTarget>();
+    syncbridge_engine::rules::register_builtin_rules(&mut registry);
     Engine::new((**store).clone(), Arc::new(registry), Some(key.clone()))
 }
 

@@ -359,6 +359,7 @@ impl Source for CsvSource {
                     .collect(),
                 position: Some(Position(position)),
                 notes: Vec::new(),
+                fingerprints: Vec::new(),
             }));
         }
         Ok(futures::stream::iter(batches).boxed())
