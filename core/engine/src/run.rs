@@ -22,6 +22,7 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 use syncbridge_api::{
     BatchStream, CollectionRef, ConnectorError, CursorSpec, ErasedSource, ErasedTarget, ItemId,
     Position, ReadRequest, Registry, RouteDecision, Row, RowBatch, RowKind, RowView, RuleError,
@@ -34,8 +35,6 @@ use syncbridge_store::{Id, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::{source_config, target_config};
-use sha2::{Digest as _, Sha256};
-
 use crate::identity::{
     ContentEncoder, source_identity_digest, source_identity_hash, write_source_identity,
 };
