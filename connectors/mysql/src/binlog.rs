@@ -427,6 +427,7 @@ impl MySqlSource {
             position: None,
             notes: Vec::new(),
             fingerprints: Vec::new(),
+            unconverted: None,
         })
     }
 }

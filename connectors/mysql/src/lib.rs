@@ -497,7 +497,7 @@ impl MySqlSource {
                 let position = plan.position_after(&last).to_position();
                 let full = count == batch_size;
                 after = Some(last);
-                yield RowBatch { columns: shared.clone(), rows: out, position, notes, fingerprints: Vec::new() };
+                yield RowBatch { columns: shared.clone(), rows: out, position, notes, fingerprints: Vec::new(), unconverted: None, };
                 if !full {
                     break;
                 }

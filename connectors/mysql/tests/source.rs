@@ -34,6 +34,7 @@ async fn read_all(
             cursor,
             from,
             batch_size,
+            defer_conversion: false,
         })
         .await
         .expect("read")
@@ -166,6 +167,7 @@ async fn every_type_trap_reads_as_documented() {
             cursor: CursorSpec::FullScan,
             from: None,
             batch_size: 10,
+            defer_conversion: false,
         })
         .await
         .expect("read starts")

@@ -41,6 +41,7 @@ async fn stream(source: &PostgresSource, table: &str) -> (usize, f64) {
             cursor: CursorSpec::FullScan,
             from: None,
             batch_size: 5_000,
+            defer_conversion: false,
         })
         .await
         .expect("read");

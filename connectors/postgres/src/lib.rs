@@ -29,7 +29,8 @@ use sqlx::{PgPool, Row as _};
 use syncbridge_api::{
     BatchStream, ColumnDescriptor, ConnectorError, ConstraintDescriptor, ConstraintKind,
     CursorSpec, DataType, Decimal, IndexDescriptor, KeysetPlan, PlanColumn, Position, ReadRequest,
-    Row, RowBatch, Source, TableDescriptor, TableKind, TableRef, Value,
+    Row, RowBatch, RowConverter, Source, TableDescriptor, TableKind, TableRef, UnconvertedRows,
+    Value,
 };
 
 /// Where the database is (the engine fills this from the instance row).
@@ -139,9 +140,48 @@ type ConstraintRow = (
 /// A batch a `COPY` chunk completed: its rows, their fingerprints
 /// ([`RowBatch::fingerprints`]) and its last row's key (where the next page starts).
 struct CopiedBatch {
-    rows: Vec<Row>,
+    rows: Rows,
     fingerprints: Vec<u128>,
     last_key: Vec<Option<String>>,
+}
+
+/// The rows of a batch being copied: converted as they arrive, or kept as read for the reader
+/// to convert ([`ReadRequest::defer_conversion`]).
+enum Rows {
+    Converted(Vec<Row>),
+    AsRead(UnconvertedRows),
+}
+
+impl Rows {
+    fn new(deferred: Option<&RowConverter>, capacity: usize) -> Self {
+        match deferred {
+            Some(convert) => Self::AsRead(UnconvertedRows::new(convert.clone())),
+            None => Self::Converted(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn push(&mut self, line: &[u8], read: &[CatalogColumn]) -> Result<(), ConnectorError> {
+        match self {
+            Self::Converted(rows) => rows.push(Row::new(line_values(line, read)?)),
+            Self::AsRead(rows) => rows.push(line),
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Converted(rows) => rows.len(),
+            Self::AsRead(rows) => rows.len(),
+        }
+    }
+
+    /// `(rows, unconverted)` of a [`RowBatch`].
+    fn into_parts(self) -> (Vec<Row>, Option<UnconvertedRows>) {
+        match self {
+            Self::Converted(rows) => (rows, None),
+            Self::AsRead(rows) => (Vec::new(), Some(rows)),
+        }
+    }
 }
 
 /// One column as the catalog describes it, with what reading needs.
@@ -328,6 +368,12 @@ impl PostgresSource {
         let shared: Arc<[String]> = plan.columns.clone().into();
         let batch_size = request.batch_size.max(1);
         let page_rows = batch_size.max(READ_PAGE_ROWS);
+        let deferred: Option<RowConverter> = request.defer_conversion.then(|| {
+            let read = read_columns.clone();
+            let convert: RowConverter =
+                Arc::new(move |line: &[u8]| Ok(Row::new(line_values(line, &read)?)));
+            convert
+        });
         let stream = async_stream::try_stream! {
             let (mut after, start) = plan.start();
             loop {
@@ -352,7 +398,7 @@ impl PostgresSource {
                     // position of a batch is its last row's key.
                     let mut chunks = connection.get().copy_out_raw(&sql).await.map_err(reading)?;
                     let mut lines = copy::Lines::default();
-                    let mut out = Vec::with_capacity(batch_size);
+                    let mut out = Rows::new(deferred.as_ref(), batch_size);
                     let mut prints = Vec::with_capacity(batch_size);
                     let mut ready: Vec<CopiedBatch> = Vec::new();
                     let mut last_line = Vec::new();
@@ -362,10 +408,10 @@ impl PostgresSource {
                         if let Some(chunk) = chunk {
                             lines.feed(&chunk, |line| {
                                 in_page += 1;
-                                out.push(Row::new(line_values(line, &read_columns)?));
+                                out.push(line, &read_columns)?;
                                 prints.push(twox_hash::XxHash3_128::oneshot_with_seed(fingerprint_seed, line));
                                 if out.len() == batch_size {
-                                    let rows = std::mem::replace(&mut out, Vec::with_capacity(batch_size));
+                                    let rows = std::mem::replace(&mut out, Rows::new(deferred.as_ref(), batch_size));
                                     let fingerprints = std::mem::replace(&mut prints, Vec::with_capacity(batch_size));
                                     ready.push(CopiedBatch { rows, fingerprints, last_key: line_keys(line, &key_fields)? });
                                 } else {
@@ -376,13 +422,15 @@ impl PostgresSource {
                             })?;
                         } else if lines.has_partial() {
                             Err(ConnectorError::external(format!("PostgreSQL at {address}: reading rows: the copy ended inside a row")))?;
-                        } else if !out.is_empty() {
-                            ready.push(CopiedBatch { rows: std::mem::take(&mut out), fingerprints: std::mem::take(&mut prints), last_key: line_keys(&last_line, &key_fields)? });
+                        } else if out.len() > 0 {
+                            let rows = std::mem::replace(&mut out, Rows::new(deferred.as_ref(), 0));
+                            ready.push(CopiedBatch { rows, fingerprints: std::mem::take(&mut prints), last_key: line_keys(&last_line, &key_fields)? });
                         }
                         for CopiedBatch { rows, fingerprints, last_key } in ready.drain(..) {
                             let position = plan.position_after(&last_key).to_position();
                             after = Some(last_key);
-                            yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new(), fingerprints };
+                            let (rows, unconverted) = rows.into_parts();
+                            yield RowBatch { columns: shared.clone(), rows, position, notes: Vec::new(), fingerprints, unconverted };
                         }
                         if end {
                             break;

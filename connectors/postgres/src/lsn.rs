@@ -372,7 +372,7 @@ impl PostgresSource {
                     // Tell the engine where the stream is, so the slot advances past changes to
                     // other tables too.
                     let next = LsnPosition::Stream { slot: slot.clone(), lsn: lsn.clone() };
-                    yield RowBatch { columns: request_columns(&request, &catalog).into(), rows: Vec::new(), position: serde_json::to_string(&next).ok().map(Position), notes: Vec::new(), fingerprints: Vec::new() };
+                    yield RowBatch { columns: request_columns(&request, &catalog).into(), rows: Vec::new(), position: serde_json::to_string(&next).ok().map(Position), notes: Vec::new(), fingerprints: Vec::new(), unconverted: None, };
                     break;
                 }
                 // Whole transactions, up to about one batch of changes.
@@ -512,6 +512,7 @@ impl PostgresSource {
             position: None,
             notes: Vec::new(),
             fingerprints: Vec::new(),
+            unconverted: None,
         })
     }
 

@@ -84,6 +84,7 @@ fn request(
         cursor,
         from: None,
         batch_size: batch,
+        defer_conversion: false,
     }
 }
 
@@ -351,6 +352,42 @@ async fn escaped_text_and_nulls_survive_reads_and_resumes() {
         resumed.from = batch.position.clone();
         let rest = rows(&read_all(&source, resumed).await);
         assert_eq!(rest, all[index + 1..].to_vec(), "after batch {index}");
+    }
+}
+
+/// A reader that converts rows itself (`defer_conversion`) gets the same rows, fingerprints
+/// and positions, with the rows as read: converting them gives what the source converts.
+#[tokio::test]
+async fn rows_left_unconverted_convert_to_the_rows_the_source_converts() {
+    let Some(db) = Database::create() else { return };
+    db.execute(
+        r#"CREATE TABLE t (id int PRIMARY KEY, name text, amount numeric(12,2), due date, tags text[]);
+        INSERT INTO t SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE E'item\t' || g END,
+            (g % 1000) / 10.0, date '2024-01-01' + g, ARRAY['a', 'b,' || g]
+        FROM generate_series(1, 25) g;"#,
+    )
+    .await;
+    let source = db.source().await;
+    let converted = read_all(
+        &source,
+        request("public", "t", &["id"], CursorSpec::FullScan, 10),
+    )
+    .await;
+    let mut deferred_request = request("public", "t", &["id"], CursorSpec::FullScan, 10);
+    deferred_request.defer_conversion = true;
+    let mut deferred = read_all(&source, deferred_request).await;
+    assert_eq!(deferred.len(), converted.len());
+    assert_eq!(deferred.iter().map(RowBatch::len).sum::<usize>(), 25);
+    for (left, done) in deferred.iter_mut().zip(&converted) {
+        assert!(left.rows.is_empty(), "rows are left as read");
+        assert_eq!(
+            left.unconverted.as_ref().map(|u| u.len()),
+            Some(done.rows.len())
+        );
+        assert_eq!(left.fingerprints, done.fingerprints);
+        assert_eq!(left.position, done.position);
+        left.convert_rows(|_| false).expect("the rows convert");
+        assert_eq!(left.rows, done.rows);
     }
 }
 

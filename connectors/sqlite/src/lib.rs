@@ -276,7 +276,7 @@ impl Source for SqliteSource {
                 let full = rows.len() == batch_size;
                 after = Some(last_order);
                 let position = serde_json::to_string(&position).map(Position).ok();
-                yield RowBatch { columns: shared_columns.clone(), rows: out, position, notes: Vec::new(), fingerprints: Vec::new() };
+                yield RowBatch { columns: shared_columns.clone(), rows: out, position, notes: Vec::new(), fingerprints: Vec::new(), unconverted: None, };
                 if !full {
                     break;
                 }

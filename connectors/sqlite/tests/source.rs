@@ -34,6 +34,7 @@ fn request(table: &str, key: &[&str], cursor: CursorSpec, batch_size: usize) -> 
         cursor,
         from: None,
         batch_size,
+        defer_conversion: false,
     }
 }
 

@@ -164,8 +164,7 @@ fn change_tracking(
                 rows: Vec::new(),
                 position: LsnPosition::ChangeTracking { version, snapshot: None }.to_position(),
                 notes: Vec::new(),
-                fingerprints: Vec::new(),
-            };
+                fingerprints: Vec::new(), unconverted: None, };
         }
         let mut changes = changed_keys(&mut client, &address, &request, &catalog, object, version).await?;
         let batch_size = request.batch_size.max(1);
@@ -188,8 +187,7 @@ fn change_tracking(
                 rows: rows_out,
                 position: LsnPosition::ChangeTracking { version: last_version, snapshot: None }.to_position(),
                 notes: Vec::new(),
-                fingerprints: Vec::new(),
-            };
+                fingerprints: Vec::new(), unconverted: None, };
         }
         if changes.current > version {
             yield RowBatch {
@@ -197,8 +195,7 @@ fn change_tracking(
                 rows: Vec::new(),
                 position: LsnPosition::ChangeTracking { version: changes.current, snapshot: None }.to_position(),
                 notes: Vec::new(),
-                fingerprints: Vec::new(),
-            };
+                fingerprints: Vec::new(), unconverted: None, };
         }
     };
     Ok(stream.boxed())
@@ -420,8 +417,7 @@ fn rowversion_stream(
                 rows: out,
                 position: LsnPosition::Rowversion { after: hex }.to_position(),
                 notes: Vec::new(),
-                fingerprints: Vec::new(),
-            };
+                fingerprints: Vec::new(), unconverted: None, };
             if count < batch_size {
                 break;
             }

@@ -179,7 +179,7 @@ pub(crate) fn keyset_stream(
             let (out, last) = convert_rows(raw, &read_as, width, &table)?;
             let position = plan.position_after(&last);
             after = Some(last);
-            yield (RowBatch { columns: columns.clone(), rows: out, position: None, notes: Vec::new(), fingerprints: Vec::new() }, position);
+            yield (RowBatch { columns: columns.clone(), rows: out, position: None, notes: Vec::new(), fingerprints: Vec::new(), unconverted: None, }, position);
             if count < batch_size {
                 break;
             }

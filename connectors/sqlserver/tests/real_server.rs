@@ -99,6 +99,7 @@ async fn change_tracking_on_a_real_server() {
         },
         from,
         batch_size: 10,
+        defer_conversion: false,
     };
     let first: Vec<_> = source
         .read(request(None))

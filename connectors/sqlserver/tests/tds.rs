@@ -92,6 +92,7 @@ fn request(cursor: CursorSpec, from: Option<Position>, batch_size: usize) -> Rea
         cursor,
         from,
         batch_size,
+        defer_conversion: false,
     }
 }
 
@@ -207,6 +208,7 @@ async fn introspection_reads_the_catalog() {
             cursor: CursorSpec::FullScan,
             from: None,
             batch_size: 10,
+            defer_conversion: false,
         })
         .await
         .err()
@@ -457,6 +459,7 @@ async fn rowversion_reads_below_the_minimum_active_rowversion() {
         cursor: lsn.clone(),
         from,
         batch_size: 2,
+        defer_conversion: false,
     };
     let first = read_all(&source, request(None)).await;
     assert_eq!(ids(&first).len(), 3);
@@ -593,6 +596,7 @@ async fn a_large_table_streams_in_batches() {
             cursor: CursorSpec::FullScan,
             from: None,
             batch_size: 10_000,
+            defer_conversion: false,
         })
         .await
         .expect("starts");

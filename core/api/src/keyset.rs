@@ -176,6 +176,7 @@ mod tests {
             cursor,
             from,
             batch_size: 10,
+            defer_conversion: false,
         }
     }
 

@@ -23,7 +23,7 @@ mod target;
 mod transform;
 mod value;
 
-pub use batch::{Row, RowBatch, RowKind};
+pub use batch::{Row, RowBatch, RowConverter, RowKind, UnconvertedRows};
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use keyset::{KeysetPlan, KeysetPosition, PlanColumn};
 pub use registry::{

@@ -79,6 +79,11 @@ pub struct ReadRequest {
     pub from: Option<Position>,
     /// Rows per batch; memory use is bounded by this, not by the table size.
     pub batch_size: usize,
+    /// The reader converts rows itself: a source may hand them over as read
+    /// ([`RowBatch::unconverted`](crate::RowBatch)), with their fingerprints. Sources that
+    /// cannot ignore it. Not carried to native plugins, whose rows always come converted.
+    #[serde(skip)]
+    pub defer_conversion: bool,
 }
 
 /// A change to apply to a source table (two-way sync).

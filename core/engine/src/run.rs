@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt as _;
@@ -347,17 +348,31 @@ const BATCHES_READ_AHEAD: usize = 2;
 
 /// A source stream driven by a task of its own, [`BATCHES_READ_AHEAD`] batches ahead of the
 /// run. Dropping it stops the task (and drops the source's stream) at once.
+///
+/// Rows the source hands over unconverted ([`ReadRequest::defer_conversion`]) are converted
+/// by this task, alongside the run, while `convert` is set; the run clears it once its ledger
+/// digest can recognise most rows by their fingerprints, and then converts only the rows it
+/// does not recognise ([`RunState::process_batch`]).
 struct ReadAhead {
     batches: tokio::sync::mpsc::Receiver<Result<RowBatch, ConnectorError>>,
     task: tokio::task::JoinHandle<()>,
     ended: bool,
+    convert: Arc<AtomicBool>,
 }
 
 impl ReadAhead {
     fn start(mut stream: BatchStream) -> Self {
         let (sender, batches) = tokio::sync::mpsc::channel(BATCHES_READ_AHEAD);
+        let convert = Arc::new(AtomicBool::new(true));
+        let converting = convert.clone();
         let task = tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
+                let batch = match batch {
+                    Ok(mut batch) if converting.load(Ordering::Relaxed) => {
+                        batch.convert_rows(|_| false).map(|()| batch)
+                    }
+                    other => other,
+                };
                 let failed = batch.is_err();
                 if sender.send(batch).await.is_err() || failed {
                     break;
@@ -368,7 +383,13 @@ impl ReadAhead {
             batches,
             task,
             ended: false,
+            convert,
         }
+    }
+
+    /// Leaves the rows handed over unconverted to the run from now on.
+    fn leave_conversion_to_the_run(&self) {
+        self.convert.store(false, Ordering::Relaxed);
     }
 
     /// The next batch; `None` at the end of the stream. A read task that died (a panic in the
@@ -1138,15 +1159,19 @@ impl LedgerDigest {
     /// unchanged, by position in `fingerprints` (empty when the batch has none). Looked for
     /// where the previous row's entry ended (a few entries ahead, as [`LedgerDigest::meet`]),
     /// among entries not met yet in this read; the batch's rows must then be met in order.
-    fn recognise(&self, rows: &[Row], fingerprints: &[u128]) -> Vec<Option<usize>> {
-        if self.config.is_none() || fingerprints.len() != rows.len() {
+    fn recognise(&self, batch: &RowBatch) -> Vec<Option<usize>> {
+        let fingerprints = &batch.fingerprints;
+        if self.config.is_none() || fingerprints.len() != batch.len() {
             return Vec::new();
         }
+        // Rows handed over unconverted are all upserts.
+        let is_delete = |i: usize| batch.rows.get(i).is_some_and(|r| r.kind == RowKind::Delete);
         let mut next = self.next;
-        rows.iter()
-            .zip(fingerprints)
-            .map(|(row, &fingerprint)| {
-                if row.kind == RowKind::Delete || fingerprint == NO_FINGERPRINT {
+        fingerprints
+            .iter()
+            .enumerate()
+            .map(|(i, &fingerprint)| {
+                if is_delete(i) || fingerprint == NO_FINGERPRINT {
                     return None;
                 }
                 let end = self.entries.len().min(next + LOOK_AHEAD);
@@ -1158,6 +1183,17 @@ impl LedgerDigest {
                 Some(position)
             })
             .collect()
+    }
+
+    /// Whether most entries carry a fingerprint this run can use: most rows of a full read
+    /// will then be recognised, and the rows are best converted only when they are not.
+    fn recognises_most_rows(&self) -> bool {
+        let fingerprinted = self
+            .entries
+            .iter()
+            .filter(|entry| entry.fingerprint != NO_FINGERPRINT)
+            .count();
+        self.config.is_some() && fingerprinted * 2 > self.entries.len()
     }
 
     /// Gives `entries` (read from the ledger after this read wrote) the fingerprints this
@@ -1627,14 +1663,15 @@ impl<'a> RunState<'a> {
         }
         let processed = self.counters.processed;
         for (columns, rows) in groups {
-            let batch = RowBatch {
+            let mut batch = RowBatch {
                 columns: columns.into(),
                 rows,
                 position: None,
                 notes: Vec::new(),
                 fingerprints: Vec::new(),
+                unconverted: None,
             };
-            self.process_batch(&batch, mapper, router, None).await?;
+            self.process_batch(&mut batch, mapper, router, None).await?;
         }
         self.drain(0, None).await?;
         // Retries are not part of this run's read.
@@ -1826,6 +1863,7 @@ impl<'a> RunState<'a> {
             cursor,
             from,
             batch_size: self.options.batch_size.max(1),
+            defer_conversion: false,
         }
     }
 
@@ -1901,7 +1939,9 @@ impl<'a> RunState<'a> {
         let mut from = from;
         'instances: loop {
             let current: &dyn ErasedSource = replacement.as_deref().unwrap_or(source);
-            let request = self.read_request(from.clone(), mapper);
+            let mut request = self.read_request(from.clone(), mapper);
+            // Rows recognised by their fingerprints need no values (see `ReadAhead`).
+            request.defer_conversion = self.fingerprint_config.is_some();
             // A source whose change log was purged past the position asks for a full read: the
             // read starts over (once), at `read` or once its stream is under way.
             let can_restart = request.from.is_some() && !self.read_restarted;
@@ -1919,6 +1959,13 @@ impl<'a> RunState<'a> {
             };
             if std::mem::take(&mut digest_wanted) && self.digest.is_none() {
                 self.load_digest().await?;
+            }
+            if self
+                .digest
+                .as_ref()
+                .is_some_and(LedgerDigest::recognises_most_rows)
+            {
+                stream.leave_conversion_to_the_run();
             }
             let reading = Reading {
                 source: current,
@@ -1940,7 +1987,8 @@ impl<'a> RunState<'a> {
                     }
                 };
                 self.record_notes(&batch.notes).await?;
-                self.process_batch(&batch, mapper, router, Some(reading))
+                let mut batch = batch;
+                self.process_batch(&mut batch, mapper, router, Some(reading))
                     .await?;
                 if let Some(position) = &batch.position {
                     from = Some(position.clone());
@@ -2180,17 +2228,22 @@ impl<'a> RunState<'a> {
 
     async fn process_batch(
         &mut self,
-        batch: &RowBatch,
+        batch: &mut RowBatch,
         mapper: &Mapper,
         router: Option<&dyn ShardRouter>,
         reading: Option<Reading<'_>>,
     ) -> Result<(), EngineError> {
-        let columns = &batch.columns;
         let recognised = match &self.digest {
-            Some(digest) => digest.recognise(&batch.rows, &batch.fingerprints),
+            Some(digest) => digest.recognise(batch),
             None => Vec::new(),
         };
         let is_recognised = |i: usize| recognised.get(i).is_some_and(Option::is_some);
+        // A recognised row is only counted: its values are never looked at.
+        if let Err(error) = batch.convert_rows(is_recognised) {
+            return Err(self.connector_error(error));
+        }
+        let batch = &*batch;
+        let columns = &batch.columns;
         // Rules run once per batch (a WASM rule makes one call for all the rows).
         let upserts: Vec<&Row> = batch
             .rows
@@ -2938,6 +2991,7 @@ impl Engine {
             cursor,
             from: None,
             batch_size: 1,
+            defer_conversion: false,
         };
         source
             .release(&request)

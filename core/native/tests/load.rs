@@ -178,6 +178,7 @@ async fn the_csv_plugin_reads_through_the_abi() {
         cursor: CursorSpec::FullScan,
         from: None,
         batch_size: 2,
+        defer_conversion: false,
     };
     let batches: Vec<_> = source
         .read(request.clone())
@@ -355,6 +356,7 @@ async fn a_panic_inside_a_call_fails_that_call_and_the_plugin_stays_usable() {
         cursor: CursorSpec::FullScan,
         from: None,
         batch_size: 10,
+        defer_conversion: false,
     };
     let items: Vec<_> = source.read(request).await.expect("starts").collect().await;
     assert_eq!(

@@ -276,7 +276,9 @@ fn source_call(
                 ConnectorError::internal(format!("no open stream {id} in the plugin"))
             })?;
             match runtime.block_on(stream.next()) {
-                Some(Ok(batch)) => {
+                Some(Ok(mut batch)) => {
+                    // The wire carries values: rows a source left unconverted are converted here.
+                    batch.convert_rows(|_| false)?;
                     lock()?.insert(id, stream);
                     json(WireBatch::from(batch))
                 }

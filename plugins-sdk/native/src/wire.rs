@@ -84,7 +84,7 @@ pub enum TargetCall {
     },
 }
 
-/// A [`RowBatch`] on the wire.
+/// A [`RowBatch`] on the wire: its rows converted (see [`RowBatch::convert_rows`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireBatch {
     pub columns: Vec<String>,
@@ -113,6 +113,7 @@ impl From<WireBatch> for RowBatch {
             position: batch.position,
             notes: batch.notes,
             fingerprints: Vec::new(),
+            unconverted: None,
         }
     }
 }

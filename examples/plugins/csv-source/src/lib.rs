@@ -360,6 +360,7 @@ impl Source for CsvSource {
                 position: Some(Position(position)),
                 notes: Vec::new(),
                 fingerprints: Vec::new(),
+                unconverted: None,
             }));
         }
         Ok(futures::stream::iter(batches).boxed())
