@@ -1056,6 +1056,11 @@ struct LedgerDigest {
     config: Option<[u8; 32]>,
     /// Entries whose fingerprint this read set or changed.
     learned: usize,
+    /// The rows this read is writing, with the list and content written and the row's
+    /// fingerprint: where the ledger holds that list and content once the writes are
+    /// recorded, the saved copy carries the fingerprint, and the next full read recognises
+    /// the row (the first rerun after a push included).
+    written: Vec<DigestEntry>,
 }
 
 /// Entries looked at from `next` on before the map: a row deleted from the source leaves its
@@ -1080,7 +1085,8 @@ struct DigestEntry {
     content: [u8; 16],
     /// Index into [`LedgerDigest::lists`]; [`NO_LIST`] when the row is synced to none of them.
     list: u8,
-    /// The fingerprint of the row last found unchanged, [`NO_FINGERPRINT`] when none.
+    /// The fingerprint of the row last found unchanged or written, [`NO_FINGERPRINT`] when
+    /// none.
     fingerprint: u128,
     /// Synced, and not touched by this read yet: can still be judged unchanged.
     usable: bool,
@@ -1152,7 +1158,27 @@ impl LedgerDigest {
             out_of_order: 0,
             config,
             learned: 0,
+            written: Vec::new(),
         })
+    }
+
+    /// Notes a row this read writes (see [`LedgerDigest::written`]).
+    fn note_written(
+        &mut self,
+        identity: [u8; 16],
+        list: usize,
+        content: [u8; 16],
+        fingerprint: Option<u128>,
+    ) {
+        let (Some(_), Some(fingerprint), Ok(list)) = (self.config, fingerprint, u8::try_from(list))
+        else {
+            return;
+        };
+        if fingerprint != NO_FINGERPRINT && list != NO_LIST {
+            let mut entry = DigestEntry::synced_to(identity, list, content);
+            entry.fingerprint = fingerprint;
+            self.written.push(entry);
+        }
     }
 
     /// The entries of a batch's rows that read as they did when their entry was last found
@@ -1197,13 +1223,16 @@ impl LedgerDigest {
     }
 
     /// Gives `entries` (read from the ledger after this read wrote) the fingerprints this
-    /// digest holds for the same identity, list and content: a fingerprint stands for a row
-    /// that maps to that content in that list, which stays true whoever wrote the ledger.
+    /// digest holds for the same identity, list and content, those of the rows this read
+    /// wrote first: a fingerprint stands for a row that maps to that content in that list,
+    /// which stays true whoever wrote the ledger. A write that did not land leaves the ledger
+    /// with another content (or none), and its row without a fingerprint.
     fn keep_fingerprints(&self, entries: &mut [DigestEntry]) {
         let known: FxHashMap<[u8; 16], &DigestEntry> = self
             .entries
             .iter()
             .filter(|entry| entry.fingerprint != NO_FINGERPRINT)
+            .chain(&self.written)
             .map(|entry| (entry.identity, entry))
             .collect();
         if known.is_empty() {
@@ -2349,6 +2378,14 @@ impl<'a> RunState<'a> {
             if verdict == DigestVerdict::Unchanged {
                 self.counters.unchanged += 1;
                 continue;
+            }
+            if let Some(digest) = self.digest.as_mut() {
+                digest.note_written(
+                    prefix(&identity_digest),
+                    target,
+                    prefix(&content),
+                    fingerprint,
+                );
             }
             prepared.push(Prepared {
                 in_ledger: verdict == DigestVerdict::AskLedger,
