@@ -205,18 +205,11 @@ async fn recognised(store: &syncbridge_store::Store, report: &RunReport) -> i64 
         .expect("run id")
         .parse()
         .expect("id");
-    let events = syncbridge_store::runtime::run_events(store, run_id)
+    syncbridge_store::runtime::run_event_payload(store, run_id, "ROWS_RECOGNISED")
         .await
-        .expect("events");
-    events
-        .iter()
-        .find(|(_, kind, _)| kind == "ROWS_RECOGNISED")
-        .map_or(0, |(_, _, message)| {
-            message
-                .split(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .expect("the event's message starts with the count")
+        .expect("events")
+        .map_or(0, |payload| {
+            payload["recognised"].as_i64().expect("a count")
         })
 }
 

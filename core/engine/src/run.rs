@@ -714,7 +714,10 @@ impl Engine {
                     "INFO",
                     "ROWS_RECOGNISED",
                     &message,
-                    None,
+                    Some(serde_json::json!({
+                        "recognised": run.recognised,
+                        "read": run.counters.processed,
+                    })),
                 )
                 .await?;
             }

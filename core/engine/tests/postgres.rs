@@ -684,21 +684,12 @@ async fn full_reads_recognise_unchanged_rows_by_their_fingerprint() {
                 .expect("run id")
                 .parse()
                 .expect("id");
-            let events = syncbridge_store::runtime::run_events(&store, run_id)
-                .await
-                .expect("events");
-            let counts: Vec<i64> = events
-                .iter()
-                .filter(|(_, kind, _)| kind == "ROWS_RECOGNISED")
-                .map(|(_, _, message)| {
-                    message
-                        .split(' ')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("a count")
-                })
-                .collect();
-            (report, counts.first().copied().unwrap_or(0))
+            let payload =
+                syncbridge_store::runtime::run_event_payload(&store, run_id, "ROWS_RECOGNISED")
+                    .await
+                    .expect("events");
+            let count = payload.map_or(0, |p| p["recognised"].as_i64().expect("a count"));
+            (report, count)
         }
     };
 

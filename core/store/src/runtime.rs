@@ -82,6 +82,22 @@ pub async fn run_events(
     .map_err(StoreError::query("reading run events"))
 }
 
+/// The payload of a run's first event of `event_type` (`None` without one, or without a
+/// payload).
+pub async fn run_event_payload(
+    store: &Store,
+    run_id: Id,
+    event_type: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let payload: Option<Option<Json<serde_json::Value>>> =
+        with_pool!(store, pool => sqlx::query_scalar(
+        "SELECT payload FROM sync_events WHERE sync_run_id = $1 AND event_type = $2
+          ORDER BY created_at, id LIMIT 1")
+        .bind(run_id).bind(event_type).fetch_optional(pool).await)
+        .map_err(StoreError::query("reading a run event"))?;
+    Ok(payload.flatten().map(|Json(value)| value))
+}
+
 /// One run, for `syncbridge runs`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRecord {

@@ -162,6 +162,37 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
         runtime::add_event(&store, run, "INFO", "test", "done", None)
             .await
             .expect("event");
+        runtime::add_event(
+            &store,
+            run,
+            "INFO",
+            "counted",
+            "2 of 3",
+            Some(serde_json::json!({"of": 3, "n": 2})),
+        )
+        .await
+        .expect("event with a payload");
+        assert_eq!(
+            runtime::run_event_payload(&store, run, "counted")
+                .await
+                .expect("payload"),
+            Some(serde_json::json!({"n": 2, "of": 3})),
+            "{backend}"
+        );
+        assert_eq!(
+            runtime::run_event_payload(&store, run, "test")
+                .await
+                .expect("no payload"),
+            None,
+            "{backend}"
+        );
+        assert_eq!(
+            runtime::run_event_payload(&store, run, "absent")
+                .await
+                .expect("no event"),
+            None,
+            "{backend}"
+        );
         let runs = runtime::recent_runs(&store, Some("s"), 5)
             .await
             .expect("runs");
