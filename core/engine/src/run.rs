@@ -2004,7 +2004,7 @@ impl<'a> RunState<'a> {
                 request: &request,
             };
             while let Some(batch) = stream.next().await {
-                let batch = match batch {
+                let mut batch = match batch {
                     Ok(batch) => batch,
                     Err(error) => {
                         drop(stream);
@@ -2019,7 +2019,6 @@ impl<'a> RunState<'a> {
                     }
                 };
                 self.record_notes(&batch.notes).await?;
-                let mut batch = batch;
                 self.process_batch(&mut batch, mapper, router, Some(reading))
                     .await?;
                 if let Some(position) = &batch.position {
@@ -2271,9 +2270,9 @@ impl<'a> RunState<'a> {
         };
         let is_recognised = |i: usize| recognised.get(i).is_some_and(Option::is_some);
         // A recognised row is only counted: its values are never looked at.
-        if let Err(error) = batch.convert_rows(is_recognised) {
-            return Err(self.connector_error(error));
-        }
+        batch
+            .convert_rows(is_recognised)
+            .map_err(|error| self.connector_error(error))?;
         let batch = &*batch;
         let columns = &batch.columns;
         // Rules run once per batch (a WASM rule makes one call for all the rows).

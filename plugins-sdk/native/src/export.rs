@@ -276,11 +276,10 @@ fn source_call(
                 ConnectorError::internal(format!("no open stream {id} in the plugin"))
             })?;
             match runtime.block_on(stream.next()) {
-                Some(Ok(mut batch)) => {
-                    // The wire carries values: rows a source left unconverted are converted here.
-                    batch.convert_rows(|_| false)?;
+                Some(Ok(batch)) => {
+                    let batch = WireBatch::try_from(batch)?;
                     lock()?.insert(id, stream);
-                    json(WireBatch::from(batch))
+                    json(batch)
                 }
                 Some(Err(error)) => Err(error),
                 None => json(None::<WireBatch>),

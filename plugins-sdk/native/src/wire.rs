@@ -84,7 +84,8 @@ pub enum TargetCall {
     },
 }
 
-/// A [`RowBatch`] on the wire: its rows converted (see [`RowBatch::convert_rows`]).
+/// A [`RowBatch`] on the wire. The wire carries values: rows a source handed over unconverted
+/// are converted on the way ([`RowBatch::convert_rows`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireBatch {
     pub columns: Vec<String>,
@@ -94,14 +95,17 @@ pub struct WireBatch {
     pub notes: Vec<String>,
 }
 
-impl From<RowBatch> for WireBatch {
-    fn from(batch: RowBatch) -> Self {
-        Self {
+impl TryFrom<RowBatch> for WireBatch {
+    type Error = ConnectorError;
+
+    fn try_from(mut batch: RowBatch) -> Result<Self, ConnectorError> {
+        batch.convert_rows(|_| false)?;
+        Ok(Self {
             columns: batch.columns.to_vec(),
             rows: batch.rows,
             position: batch.position,
             notes: batch.notes,
-        }
+        })
     }
 }
 
