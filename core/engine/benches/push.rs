@@ -7,13 +7,16 @@
 //! Two rounds:
 //! - **instant service**: the emulator answers as fast as it can, in this process, on the same
 //!   cores. Every microsecond the engine spends per row (ledger, hashing) shows, so this round
-//!   measures the engine's CPU cost per row against a client that does no bookkeeping.
+//!   measures the engine's CPU cost per row against a client that does no bookkeeping. Besides
+//!   the wall-clock ratio it reports the CPU time of each side, split into the emulator's thread
+//!   and the rest of the process (the engine's own work, or the minimal client's): wall-clock
+//!   rounds vary by a third on a shared machine, CPU time much less.
 //! - **service latency**: every `$batch` takes `LATENCY_MS` more, as a remote service does.
 //!   This round measures whether the engine keeps the service busy (its pipeline) rather than
 //!   its CPU cost.
 //!
-//! `cargo bench -p syncbridge-engine --bench push -- [ROWS]` (default 100,000; the latency round
-//! uses at most 20,000 rows).
+//! `cargo bench -p syncbridge-engine --bench push -- [ROWS] [LATENCY_ROWS]` (default 100,000
+//! rows for both rounds; the latency round takes about a minute per side at 100,000 rows).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,15 +41,15 @@ const CONCURRENCY: usize = 4;
 const ROUNDS: usize = 3;
 /// Added to every `$batch` in the second round.
 const LATENCY_MS: u64 = 50;
-const LATENCY_ROWS: u64 = 20_000;
 
 #[tokio::main]
 async fn main() {
-    let rows: u64 = std::env::args()
+    let numbers: Vec<u64> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
-    let slow_rows = rows.min(LATENCY_ROWS);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rows = numbers.first().copied().unwrap_or(100_000);
+    let slow_rows = numbers.get(1).copied().unwrap_or(rows);
     let Some(pg) = PgDatabase::create("push") else {
         eprintln!("PostgreSQL on 127.0.0.1:5432 is needed");
         return;
@@ -170,19 +173,39 @@ async fn main() {
     // Rounds alternate between the two, each into lists of its own, and the medians are
     // compared: single rounds of either vary by a third on this machine.
     let (mut baselines, mut pushes) = (Vec::new(), Vec::new());
+    let (mut baseline_cpu, mut push_cpu) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        baselines.push(
-            client
-                .post_all(&list_url(&format!("Baseline{round}")), rows)
-                .await,
-        );
+        let (secs, cpu) = client
+            .post_all(&list_url(&format!("Baseline{round}")), rows)
+            .await;
+        baselines.push(secs);
+        baseline_cpu.push(cpu);
+        let before = CpuTime::now();
         pushes.push(push(&engine, &format!("items{round}"), rows).await);
+        push_cpu.push(CpuTime::now().since(before));
     }
     report(
         &format!("instant service, median of {ROUNDS} rounds"),
         rows,
         median(baselines),
         median(pushes),
+    );
+    let (baseline_cpu, push_cpu) = (CpuTime::median(baseline_cpu), CpuTime::median(push_cpu));
+    let per_thousand = |secs: f64| secs * 1000.0 / rows as f64 * 1000.0;
+    println!("  CPU time per 1,000 rows (medians), emulator's thread + the rest of the process:");
+    println!(
+        "    minimal client: {:>6.1} ms + {:>6.1} ms",
+        per_thousand(baseline_cpu.emulator),
+        per_thousand(baseline_cpu.rest)
+    );
+    println!(
+        "    engine:         {:>6.1} ms + {:>6.1} ms",
+        per_thousand(push_cpu.emulator),
+        per_thousand(push_cpu.rest)
+    );
+    println!(
+        "  CPU, minimal client / engine:       {:>8.2}",
+        baseline_cpu.total() / push_cpu.total()
     );
 
     reqwest::Client::new()
@@ -193,7 +216,7 @@ async fn main() {
         .expect("latency set")
         .error_for_status()
         .expect("latency accepted");
-    let baseline = client.post_all(&list_url("SlowBaseline"), slow_rows).await;
+    let (baseline, _) = client.post_all(&list_url("SlowBaseline"), slow_rows).await;
     let pushed = push(&engine, "slow_items", slow_rows).await;
     report(
         &format!("service latency {LATENCY_MS} ms per $batch"),
@@ -212,7 +235,8 @@ struct MinimalClient {
 }
 
 impl MinimalClient {
-    async fn post_all(&self, items_url: &str, rows: u64) -> f64 {
+    /// The time and CPU time the posting took (the items are built before).
+    async fn post_all(&self, items_url: &str, rows: u64) -> (f64, CpuTime) {
         let batches: Vec<Value> = (1..=rows)
             .collect::<Vec<_>>()
             .chunks(20)
@@ -225,7 +249,7 @@ impl MinimalClient {
                 })).collect::<Vec<_>>()})
             })
             .collect();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), CpuTime::now());
         futures::stream::iter(batches.into_iter().map(|batch| async move {
             let response = self
                 .http
@@ -241,7 +265,7 @@ impl MinimalClient {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-        started.elapsed().as_secs_f64()
+        (started.elapsed().as_secs_f64(), CpuTime::now().since(cpu))
     }
 }
 
@@ -259,6 +283,63 @@ async fn push(engine: &Engine, sync: &str, rows: u64) -> f64 {
         .expect("push");
     assert_eq!(report.created as u64, rows, "{report:?}");
     started.elapsed().as_secs_f64()
+}
+
+/// CPU time this process has used (user + system): on the emulator's thread, and in all
+/// other threads (live or ended) together, read from `/proc` (Linux).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTime {
+    emulator: f64,
+    rest: f64,
+}
+
+impl CpuTime {
+    fn now() -> Self {
+        let total = proc_cpu_seconds("/proc/self/stat").map_or(0.0, |(_, secs)| secs);
+        let emulator = std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| proc_cpu_seconds(task.path().join("stat")))
+            .filter(|(name, _)| name == "graph-emulator")
+            .map(|(_, secs)| secs)
+            .sum::<f64>();
+        Self {
+            emulator,
+            rest: total - emulator,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            emulator: self.emulator - before.emulator,
+            rest: self.rest - before.rest,
+        }
+    }
+
+    fn total(self) -> f64 {
+        self.emulator + self.rest
+    }
+
+    /// The round whose total is the median.
+    fn median(mut rounds: Vec<Self>) -> Self {
+        rounds.sort_by(|a, b| a.total().total_cmp(&b.total()));
+        rounds[rounds.len() / 2]
+    }
+}
+
+/// A process's or thread's name and CPU seconds (`utime + stime`) from its `stat` file.
+fn proc_cpu_seconds(path: impl AsRef<Path>) -> Option<(String, f64)> {
+    /// `USER_HZ`, the unit of `/proc` CPU times: 100 on every Linux architecture we build for.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // After the name: state (field 3) … utime (14), stime (15).
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((name, (utime + stime) / TICKS_PER_SECOND))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
