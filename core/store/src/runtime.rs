@@ -532,18 +532,18 @@ fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
 /// Rows go in multi-row statements: one statement per row costs a round trip to the database
 /// (or to SQLite's worker thread) each, which dominated the engine's time.
 pub async fn put_ledger_many(store: &Store, writes: &[LedgerWrite<'_>]) -> Result<(), StoreError> {
-    settle_create_intent(store, None, writes).await
+    settle_create_intents(store, &[], writes).await
 }
 
-/// [`put_ledger_many`] that also deletes a create intent (if any) in the same transaction: the
-/// intent's outcomes (created items, or nothing for creates that failed) are then recorded
-/// exactly when the intent is gone.
-pub async fn settle_create_intent(
+/// [`put_ledger_many`] that also deletes create intents in the same transaction: each intent's
+/// outcomes (created items, or nothing for creates that failed) are then recorded exactly when
+/// the intent is gone.
+pub async fn settle_create_intents(
     store: &Store,
-    intent: Option<Id>,
+    intents: &[Id],
     writes: &[LedgerWrite<'_>],
 ) -> Result<(), StoreError> {
-    if writes.is_empty() && intent.is_none() {
+    if writes.is_empty() && intents.is_empty() {
         return Ok(());
     }
     // PostgreSQL refuses to touch one row twice in a statement: keep each identity's last write.
@@ -580,7 +580,7 @@ pub async fn settle_create_intent(
         for sync_def_id in definitions {
             sqlx::query(BUMP_LEDGER_GENERATION).bind(sync_def_id).execute(&mut *tx).await?;
         }
-        if let Some(intent) = intent {
+        for intent in intents {
             sqlx::query("DELETE FROM sync_create_intents WHERE id = $1").bind(intent).execute(&mut *tx).await?;
         }
         tx.commit().await
@@ -589,7 +589,7 @@ pub async fn settle_create_intent(
 }
 
 /// The identities a run is about to create in one list, recorded before the creates are sent
-/// (DESIGN.md §4, step 2) and deleted by [`settle_create_intent`] once their outcomes are in
+/// (DESIGN.md §4, step 2) and deleted by [`settle_create_intents`] once their outcomes are in
 /// the ledger. One left behind was interrupted: recovery looks each identity up in the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateIntent {
