@@ -45,15 +45,25 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// The longest `Retry-After` inside a `$batch` answer, found by a plain scan of its text (no
-/// JSON parse), so the pause can start as soon as the answer is read.
+/// JSON parse, no lower-cased copy: every answer is scanned, and Graph echoes each created item
+/// in full), so the pause can start as soon as the answer is read.
 pub fn batch_retry_after(text: &str) -> Option<Duration> {
-    const NEEDLE: &str = "\"retry-after\":";
-    let lower = text.to_ascii_lowercase();
+    const NEEDLE: &[u8] = b"\"retry-after\":";
+    let bytes = text.as_bytes();
     let mut longest: Option<Duration> = None;
-    let mut rest = lower.as_str();
-    while let Some(at) = rest.find(NEEDLE) {
-        rest = &rest[at + NEEDLE.len()..];
-        let value: String = rest
+    let mut from = 0;
+    while let Some(quote) = bytes[from..].iter().position(|&b| b == b'"') {
+        let start = from + quote;
+        let end = start + NEEDLE.len();
+        if !bytes
+            .get(start..end)
+            .is_some_and(|name| name.eq_ignore_ascii_case(NEEDLE))
+        {
+            from = start + 1;
+            continue;
+        }
+        // `end` follows an ASCII `:`, so it is a character boundary.
+        let value: String = text[end..]
             .trim_start()
             .trim_start_matches('"')
             .chars()
@@ -62,6 +72,7 @@ pub fn batch_retry_after(text: &str) -> Option<Duration> {
         if let Some(wait) = parse_retry_after(&value) {
             longest = Some(longest.map_or(wait, |l| l.max(wait)));
         }
+        from = end;
     }
     longest
 }
@@ -408,6 +419,9 @@ mod tests {
         let text = r#"{"responses":[{"id":"1","status":201,"headers":{}},{"id":"2","status":429,"headers":{"Retry-After":"0.5"}},{"id":"3","status":503,"headers":{"retry-after": "2"}}]}"#;
         assert_eq!(batch_retry_after(text), Some(Duration::from_secs(2)));
         assert_eq!(batch_retry_after(r#"{"responses":[]}"#), None);
+        // Names and values around it that are not the header, text that is not ASCII.
+        let text = r#"{"responses":[{"id":"1","status":201,"body":{"fields":{"Title":"\"retry-after\" — é","retry-afterX":"9"}}},{"id":"2","status":429,"headers":{"RETRY-AFTER":"1.5"}}],"x":"\"retry-after\":"}"#;
+        assert_eq!(batch_retry_after(text), Some(Duration::from_millis(1500)));
     }
 
     #[test]
