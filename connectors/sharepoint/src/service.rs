@@ -77,6 +77,15 @@ pub fn batch_retry_after(text: &str) -> Option<Duration> {
     longest
 }
 
+/// A body as text. Graph answers in UTF-8, taken as is: `Response::text` would decode it
+/// lossily, a slower check and a copy of every answer. Anything else is decoded lossily too.
+fn text_of(body: bytes::Bytes) -> String {
+    match String::from_utf8(Vec::from(body)) {
+        Ok(text) => text,
+        Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+    }
+}
+
 /// A response with its body as text.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
@@ -330,8 +339,8 @@ impl GraphService {
                 200..=299 => self.limit.on_success(),
                 _ => {}
             }
-            let text = match response.text().await {
-                Ok(text) => text,
+            let text = match response.bytes().await {
+                Ok(body) => text_of(body),
                 Err(error) => {
                     // The connection dropped mid-body: the request may or may not have happened.
                     if attempt >= self.config.max_attempts {
@@ -412,6 +421,15 @@ mod tests {
         assert_eq!(parse_retry_after("0.249"), Some(Duration::from_millis(249)));
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn bodies_become_text_and_invalid_utf8_is_replaced() {
+        assert_eq!(text_of(bytes::Bytes::from("{\"é\":1}")), "{\"é\":1}");
+        assert_eq!(
+            text_of(bytes::Bytes::from_static(b"ok \xff end")),
+            "ok \u{fffd} end"
+        );
     }
 
     #[test]
