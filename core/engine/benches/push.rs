@@ -300,24 +300,10 @@ struct CpuTime {
 impl CpuTime {
     fn now() -> Self {
         let total = proc_cpu_seconds("/proc/self/stat").map_or(0.0, |(_, secs)| secs);
-        let emulator = std::fs::read_dir("/proc/self/task")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| proc_cpu_seconds(task.path().join("stat")))
-            .filter(|(name, _)| name == "graph-emulator")
-            .map(|(_, secs)| secs)
-            .sum::<f64>();
+        let emulator = cpu_seconds_named("/proc/self/task", "graph-emulator");
         // Processes that end in between lose their time; the server's long-lived ones (and the
         // engine's pooled connections) do not.
-        let postgres = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|process| proc_cpu_seconds(process.path().join("stat")))
-            .filter(|(name, _)| name == "postgres")
-            .map(|(_, secs)| secs)
-            .sum::<f64>();
+        let postgres = cpu_seconds_named("/proc", "postgres");
         Self {
             emulator,
             rest: total - emulator,
@@ -342,6 +328,19 @@ impl CpuTime {
         rounds.sort_by(|a, b| a.total().total_cmp(&b.total()));
         rounds[rounds.len() / 2]
     }
+}
+
+/// The CPU seconds of the entries of a `/proc` directory (processes, or a process's threads)
+/// with this name.
+fn cpu_seconds_named(dir: &str, name: &str) -> f64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| proc_cpu_seconds(entry.path().join("stat")))
+        .filter(|(found, _)| found == name)
+        .map(|(_, secs)| secs)
+        .sum()
 }
 
 /// A process's or thread's name and CPU seconds (`utime + stime`) from its `stat` file.

@@ -1684,7 +1684,7 @@ impl<'a> RunState<'a> {
             }
         }
         // A list that is no longer a target of the definition: nothing there is ours to adopt.
-        self.record_outcomes(&adopted, Some(intent.id)).await
+        self.record_outcomes(&adopted, intent.id).await
     }
 
     /// Processes again the dead-lettered rows whose retry is due, from the raw row they kept
@@ -1782,18 +1782,11 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// Writes ledger rows in one transaction (nothing in a dry run).
-    /// Records outcomes in the ledger and, in the same transaction, deletes the create intent
-    /// they settle (if any).
-    async fn record_outcomes(
-        &self,
-        entries: &[Entry],
-        intent: Option<Id>,
-    ) -> Result<(), EngineError> {
+    /// Records a recovered intent's outcomes in the ledger and, in the same transaction,
+    /// deletes the intent (nothing in a dry run).
+    async fn record_outcomes(&self, entries: &[Entry], intent: Id) -> Result<(), EngineError> {
         if let Some(ledger) = self.ledger_writer() {
-            ledger
-                .settle(entries, Vec::from_iter(intent).as_slice())
-                .await?;
+            ledger.settle(entries, &[intent]).await?;
         }
         Ok(())
     }
