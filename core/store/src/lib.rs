@@ -251,7 +251,7 @@ impl Store {
             // over it: a 64 MiB page cache cuts the cost of a ledger row (measured with
             // `benches/push.rs`).
             .pragma("cache_size", "-65536")
-            // Checkpoints are the `Checkpointer`'s, off the writer.
+            // Most checkpoints are the `Checkpointer`'s, off the writer (see the constant).
             .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
             // Reads through a memory map (up to 1 GiB) instead of a read call per page: a full
             // scan's ledger look-ups land all over a ledger larger than the page cache.
@@ -393,11 +393,8 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_writes_reach_the_database_file_in_the_background() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("store.db");
-        let store = Store::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("store");
+        let store = testing::TestStore::sqlite().await;
+        let path = std::path::PathBuf::from(store.url().trim_start_matches("sqlite://"));
         let StorePool::Sqlite(writer) = store.writer() else {
             unreachable!("a SQLite store");
         };
