@@ -47,19 +47,23 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 /// The longest `Retry-After` inside a `$batch` answer, found by a plain scan of its text (no
 /// JSON parse, no lower-cased copy: every answer is scanned, and Graph echoes each created item
 /// in full), so the pause can start as soon as the answer is read.
+///
+/// Candidates are the answer's `-` bytes, found with `memchr`: far fewer than its quotes (an
+/// earlier scan stopped at every quote and took about three times as long).
 pub fn batch_retry_after(text: &str) -> Option<Duration> {
     const NEEDLE: &[u8] = b"\"retry-after\":";
+    const DASH_AT: usize = 6;
     let bytes = text.as_bytes();
     let mut longest: Option<Duration> = None;
-    let mut from = 0;
-    while let Some(quote) = bytes[from..].iter().position(|&b| b == b'"') {
-        let start = from + quote;
+    for dash in memchr::memchr_iter(b'-', bytes) {
+        let Some(start) = dash.checked_sub(DASH_AT) else {
+            continue;
+        };
         let end = start + NEEDLE.len();
         if !bytes
             .get(start..end)
             .is_some_and(|name| name.eq_ignore_ascii_case(NEEDLE))
         {
-            from = start + 1;
             continue;
         }
         // `end` follows an ASCII `:`, so it is a character boundary.
@@ -72,7 +76,6 @@ pub fn batch_retry_after(text: &str) -> Option<Duration> {
         if let Some(wait) = parse_retry_after(&value) {
             longest = Some(longest.map_or(wait, |l| l.max(wait)));
         }
-        from = end;
     }
     longest
 }
@@ -440,6 +443,9 @@ mod tests {
         // Names and values around it that are not the header, text that is not ASCII.
         let text = r#"{"responses":[{"id":"1","status":201,"body":{"fields":{"Title":"\"retry-after\" — é","retry-afterX":"9"}}},{"id":"2","status":429,"headers":{"RETRY-AFTER":"1.5"}}],"x":"\"retry-after\":"}"#;
         assert_eq!(batch_retry_after(text), Some(Duration::from_millis(1500)));
+        // Dashes everywhere else (dates, GUIDs), one at the very start, mixed case.
+        let text = r#"-{"responses":[{"id":"1","status":201,"body":{"Due":"2024-05-06","eTag":"\"b4f6e2c1-8d3a-4f5e\""}},{"id":"2","status":429,"headers":{"rEtRy-AfTeR":"3"}}]}"#;
+        assert_eq!(batch_retry_after(text), Some(Duration::from_secs(3)));
     }
 
     #[test]
