@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::{source_config, target_config};
 use crate::identity::{
-    ContentEncoder, source_identity_digest, source_identity_hash, write_source_identity,
+    ContentEncoder, lower_hex, source_identity_digest, source_identity_hash, write_source_identity,
 };
 use crate::mapping::{Field, MappedRow, Mapper, MappingSpec, SourceView};
 use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
@@ -195,6 +195,8 @@ struct Entry {
     state: &'static str,
     pending: Option<String>,
     target: Option<Id>,
+    /// No ledger row for the identity was seen (see `LedgerWrite::fresh`).
+    fresh: bool,
 }
 
 /// What a write task needs to record ledger rows on its own.
@@ -238,6 +240,7 @@ impl LedgerWriter {
                 pending_list_id: e.pending.as_deref(),
                 sync_target_id: e.target,
                 run_id: self.run_id,
+                fresh: e.fresh,
             })
             .collect()
     }
@@ -245,7 +248,8 @@ impl LedgerWriter {
 
 /// What one source row became before writing.
 struct Prepared {
-    /// The ledger may hold the identity (`false`: a full read's digest shows it does not).
+    /// The ledger may hold the identity. `false`: a full read's digest shows it does not, or
+    /// (once planned) the ledger was asked and does not.
     in_ledger: bool,
     identity: String,
     hash: String,
@@ -1679,6 +1683,7 @@ impl<'a> RunState<'a> {
                         state: "SYNCED",
                         pending: None,
                         target: Some(list.sync_target_id),
+                        fresh: false,
                     });
                 }
             }
@@ -1857,6 +1862,7 @@ impl<'a> RunState<'a> {
                 pending_list_id: pending_list,
                 sync_target_id,
                 run_id,
+                fresh: false,
             },
         )
         .await?;
@@ -2399,7 +2405,7 @@ impl<'a> RunState<'a> {
             let target = match self.target_index(decision) {
                 Ok(index) => index,
                 Err(error) => {
-                    let hash = hex::encode(identity_digest);
+                    let hash = lower_hex(&identity_digest);
                     self.see(prefix(&identity_digest));
                     self.settle(&hash, reading).await?;
                     let normalized = serde_json::to_value(&mapped.fields).ok();
@@ -2435,10 +2441,10 @@ impl<'a> RunState<'a> {
             prepared.push(Prepared {
                 in_ledger: verdict == DigestVerdict::AskLedger,
                 identity: identity.clone(),
-                hash: hex::encode(identity_digest),
+                hash: lower_hex(&identity_digest),
                 target,
                 fields: mapped.fields,
-                content_hash: hex::encode(content),
+                content_hash: lower_hex(&content),
                 raw: row.clone(),
                 columns: columns.clone(),
             });
@@ -2476,7 +2482,8 @@ impl<'a> RunState<'a> {
         // Group the writes per target list.
         let mut per_target: Vec<Vec<(Prepared, Planned)>> =
             (0..self.targets.len()).map(|_| Vec::new()).collect();
-        for row in prepared {
+        for mut row in prepared {
+            row.in_ledger &= ledger.contains_key(&row.hash);
             let synced =
                 ledger
                     .get(&row.hash)
@@ -2537,7 +2544,7 @@ impl<'a> RunState<'a> {
                 || (digest.lists[usize::from(item.list)] == self.targets[target].collection.id
                     && item.content == prefix(content)))
             && (self.in_flight.hashes.is_empty()
-                || !self.in_flight.hashes.contains(&hex::encode(identity)));
+                || !self.in_flight.hashes.contains(&lower_hex(identity)));
         let entry = &mut digest.entries[position];
         entry.usable = unchanged;
         let fingerprint = match (unchanged, digest.config, fingerprint) {
@@ -2691,6 +2698,7 @@ impl<'a> RunState<'a> {
                     state: "PENDING_MOVE",
                     pending: Some(list_id.clone()),
                     target: Some(sync_target_id),
+                    fresh: false,
                 }),
                 _ => None,
             })
@@ -2801,6 +2809,7 @@ impl<'a> RunState<'a> {
                     }
                     self.resolved(&row.hash).await?;
                     synced.push(Entry {
+                        fresh: planned == Planned::Create && !row.in_ledger,
                         identity: row.identity,
                         hash: row.hash,
                         list: Some(list_id.clone()),
@@ -2826,6 +2835,7 @@ impl<'a> RunState<'a> {
                         state: "SYNCED",
                         pending: None,
                         target: Some(sync_target_id),
+                        fresh: false,
                     });
                 }
                 WriteOutcome::NotFound => {

@@ -841,6 +841,7 @@ async fn interrupted_create_intents_are_resolved_by_key_look_up() {
                 pending_list_id: Some(&list),
                 sync_target_id: None,
                 run_id,
+                fresh: false,
             },
         )
         .await

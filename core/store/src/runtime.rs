@@ -473,6 +473,10 @@ pub struct LedgerWrite<'a> {
     pub pending_list_id: Option<&'a str>,
     pub sync_target_id: Option<Id>,
     pub run_id: Id,
+    /// The writer has seen no ledger row for the identity (a row created for the first time).
+    /// On SQLite such rows are inserted without the upsert, whose possible update would need a
+    /// statement journal (see migration 0005); should a row exist after all, it is upserted.
+    pub fresh: bool,
 }
 
 /// Inserts or replaces the ledger row of one identity.
@@ -487,16 +491,32 @@ const LEDGER_ROWS_PER_STATEMENT: usize = 500;
 /// Parameters per ledger row in [`put_ledger_rows_sql`].
 const LEDGER_PARAMETERS: usize = 16;
 
-/// An upsert of `rows` ledger rows.
+/// How [`put_ledger_rows_sql`] treats a row whose identity is in the ledger already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExisting {
+    /// Replace it (an upsert).
+    Update,
+    /// Leave it and skip the row (SQLite's `INSERT OR IGNORE`): no statement in it can fail
+    /// midway, so SQLite keeps no statement journal for it. The caller counts the rows
+    /// inserted and upserts the statement's rows if any was skipped.
+    Ignore,
+}
+
+/// An upsert of `rows` ledger rows, or with [`OnExisting::Ignore`] (SQLite only) an insert of
+/// those not in the ledger yet.
 ///
 /// SQLite gets anonymous `?` parameters: the driver looks every numbered (`$N`) parameter up by
 /// name, which SQLite answers with a linear scan, so a statement with thousands of numbered
 /// parameters binds in quadratic time.
-fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
+fn put_ledger_rows_sql(backend: Backend, rows: usize, existing: OnExisting) -> String {
+    let verb = match existing {
+        OnExisting::Update => "INSERT",
+        OnExisting::Ignore => "INSERT OR IGNORE",
+    };
+    let mut sql = format!(
+        "{verb} INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy,
             source_instance_id, sp_list_id, sp_item_id, content_hash, sync_state,
-            pending_list_id, sync_target_id, last_run_id, last_sync_ts, created_at, updated_at, provenance) VALUES ",
+            pending_list_id, sync_target_id, last_run_id, last_sync_ts, created_at, updated_at, provenance) VALUES "
     );
     for row in 0..rows {
         if row > 0 {
@@ -513,6 +533,9 @@ fn put_ledger_rows_sql(backend: Backend, rows: usize) -> String {
             sql.push_str(", ");
         }
         sql.push_str("'PUSH')");
+    }
+    if existing == OnExisting::Ignore {
+        return sql;
     }
     sql.push_str(
         " ON CONFLICT (sync_def_id, source_identity_hash) DO UPDATE SET
@@ -558,21 +581,43 @@ pub async fn settle_create_intents(
         .filter(|(index, w)| last.get(&(w.sync_def_id, w.source_identity_hash)) == Some(index))
         .map(|(_, w)| w)
         .collect();
+    // Fresh rows first, in statements of their own (SQLite: inserted, see `OnExisting::Ignore`).
+    let (fresh, known): (Vec<&LedgerWrite<'_>>, Vec<&LedgerWrite<'_>>) = unique
+        .iter()
+        .copied()
+        .partition(|w| w.fresh && store.backend() == Backend::Sqlite);
+    let statements = fresh
+        .chunks(LEDGER_ROWS_PER_STATEMENT)
+        .map(|chunk| (chunk, OnExisting::Ignore))
+        .chain(
+            known
+                .chunks(LEDGER_ROWS_PER_STATEMENT)
+                .map(|chunk| (chunk, OnExisting::Update)),
+        );
     let now = Utc::now();
     let backend = store.backend();
     with_writer!(store, pool => async {
         let mut tx = pool.begin().await?;
-        for chunk in unique.chunks(LEDGER_ROWS_PER_STATEMENT) {
-            let sql = put_ledger_rows_sql(backend, chunk.len());
-            let mut query = sqlx::query(&sql);
-            for write in chunk {
-                query = query
-                    .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
-                    .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
-                    .bind(write.content_hash).bind(write.sync_state).bind(write.pending_list_id)
-                    .bind(write.sync_target_id).bind(write.run_id).bind(now).bind(now).bind(now);
+        for (chunk, mut existing) in statements {
+            loop {
+                let sql = put_ledger_rows_sql(backend, chunk.len(), existing);
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    query = query
+                        .bind(Id::new()).bind(write.sync_def_id).bind(write.source_identity).bind(write.source_identity_hash)
+                        .bind(write.key_strategy).bind(write.source_instance_id).bind(write.sp_list_id).bind(write.sp_item_id)
+                        .bind(write.content_hash).bind(write.sync_state).bind(write.pending_list_id)
+                        .bind(write.sync_target_id).bind(write.run_id).bind(now).bind(now).bind(now);
+                }
+                let inserted = query.execute(&mut *tx).await?.rows_affected();
+                // A skipped row was in the ledger after all (or breaks a constraint, which the
+                // upsert then reports): the statement's rows are upserted.
+                if existing == OnExisting::Ignore && inserted < chunk.len() as u64 {
+                    existing = OnExisting::Update;
+                    continue;
+                }
+                break;
             }
-            query.execute(&mut *tx).await?;
         }
         let mut definitions: Vec<Id> = unique.iter().map(|w| w.sync_def_id).collect();
         definitions.sort_unstable();

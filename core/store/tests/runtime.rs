@@ -43,6 +43,7 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
             pending_list_id: Some("list-a"),
             sync_target_id: None,
             run_id: run,
+            fresh: false,
         };
         runtime::put_ledger(&store, &write).await.expect("pending");
         assert_eq!(
@@ -253,6 +254,7 @@ async fn the_ledger_digest_visits_every_row_once() {
                 pending_list_id: None,
                 sync_target_id: None,
                 run_id: run,
+                fresh: false,
             })
             .collect();
         runtime::put_ledger_many(&store, &writes)
@@ -309,6 +311,7 @@ async fn a_saved_ledger_digest_lasts_until_the_next_ledger_write() {
             pending_list_id: None,
             sync_target_id: None,
             run_id: run,
+            fresh: false,
         };
         let lists = vec!["list-a".to_owned()];
         assert_eq!(
@@ -372,5 +375,85 @@ async fn a_saved_ledger_digest_lasts_until_the_next_ledger_write() {
             .await
             .expect("saved");
         assert_eq!((generation, saved.is_none()), (3, true), "{backend}");
+    }
+}
+
+/// Rows written as fresh (the writer saw no ledger row) are inserted; one that is in the
+/// ledger after all is replaced as an upsert would, and a row that breaks a constraint still
+/// fails its transaction, which leaves nothing behind.
+#[tokio::test]
+async fn fresh_ledger_rows_are_inserted_and_rows_already_there_replaced() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let def = definition(&store).await;
+        let run = runtime::start_run(&store, def, "PUSH")
+            .await
+            .expect("start");
+        let write = |hash: &'static str, item: i64| LedgerWrite {
+            sync_def_id: def,
+            source_identity: hash,
+            source_identity_hash: hash,
+            key_strategy: "PRIMARY_KEY",
+            source_instance_id: None,
+            sp_list_id: Some("list-a"),
+            sp_item_id: Some(item),
+            content_hash: Some("c"),
+            sync_state: "SYNCED",
+            pending_list_id: None,
+            sync_target_id: None,
+            run_id: run,
+            fresh: true,
+        };
+        let items = |hashes: &[&str]| {
+            let hashes: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+            let store = &store;
+            async move {
+                let mut found: Vec<(String, Option<i64>)> =
+                    runtime::ledger_rows(store, def, &hashes)
+                        .await
+                        .expect("rows")
+                        .into_iter()
+                        .map(|row| (row.source_identity_hash, row.sp_item_id))
+                        .collect();
+                found.sort();
+                found
+            }
+        };
+
+        runtime::put_ledger_many(&store, &[write("h1", 1), write("h2", 2)])
+            .await
+            .expect("fresh rows");
+        runtime::put_ledger_many(&store, &[write("h2", 20), write("h3", 3)])
+            .await
+            .expect("h2 is there already");
+        assert_eq!(
+            items(&["h1", "h2", "h3"]).await,
+            vec![
+                ("h1".to_owned(), Some(1)),
+                ("h2".to_owned(), Some(20)),
+                ("h3".to_owned(), Some(3))
+            ],
+            "{backend}"
+        );
+
+        let broken = LedgerWrite {
+            sync_state: "SLEEPING",
+            ..write("h5", 5)
+        };
+        assert!(
+            runtime::put_ledger_many(&store, &[write("h4", 4), broken])
+                .await
+                .is_err(),
+            "{backend}: a CHECK constraint still fails the write"
+        );
+        let orphan = LedgerWrite {
+            run_id: Id::new(),
+            ..write("h6", 6)
+        };
+        assert!(
+            runtime::put_ledger_many(&store, &[orphan]).await.is_err(),
+            "{backend}: a foreign key still fails the write"
+        );
+        assert_eq!(items(&["h4", "h5", "h6"]).await, vec![], "{backend}");
     }
 }

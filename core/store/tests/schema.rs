@@ -125,3 +125,79 @@ async fn ids_round_trip_and_constraints_hold() {
         assert!(bad_enum.is_err(), "{backend}: CHECK constraints hold");
     }
 }
+
+/// Migration 0005 copies the SQLite ledger into a table whose foreign keys are checked at
+/// commit: a store migrated before it keeps its ledger rows, and the keys still hold after.
+#[tokio::test]
+async fn sqlite_ledger_rows_survive_their_keys_being_deferred() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let earlier = dir.path().join("migrations");
+    std::fs::create_dir(&earlier).expect("directory");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, earlier.join(&name)).expect("copy");
+        }
+    }
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("meta.db").display()
+    ))
+    .await
+    .expect("store");
+    let (app, db, table, def, run, ledger) = (
+        Id::new(),
+        Id::new(),
+        Id::new(),
+        Id::new(),
+        Id::new(),
+        Id::new(),
+    );
+    let now = chrono::Utc::now();
+    with_pool!(store, pool => async {
+        sqlx::migrate::Migrator::new(earlier.as_path()).await?.run(pool).await?;
+        sqlx::query("INSERT INTO applications (id, name, created_at) VALUES ($1, 'a', $2)").bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO databases (id, application_id, name, db_type, environment, database_name, created_at) VALUES ($1, $2, 'd', 'sqlite', 'DEV', 'd', $3)")
+            .bind(db).bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO database_tables (id, database_id, table_name) VALUES ($1, $2, 't')").bind(table).bind(db).execute(pool).await?;
+        sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
+                     VALUES ($1, 's', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
+            .bind(def).bind(table).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO sync_runs (id, sync_def_id, run_type, status, start_time, created_at) VALUES ($1, $2, 'PUSH', 'RUNNING', $3, $3)")
+            .bind(run).bind(def).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy, sp_list_id, sp_item_id,
+                         content_hash, sync_state, last_run_id, created_at, updated_at)
+                     VALUES ($1, $2, '7', 'h7', 'PRIMARY_KEY', 'list-a', 70, 'c7', 'SYNCED', $3, $4, $4)")
+            .bind(ledger).bind(def).bind(run).bind(now).execute(pool).await?;
+        Ok::<_, sqlx::Error>(())
+    }.await)
+    .expect("a store as migration 0004 left it, with a ledger row");
+
+    store.migrate().await.expect("migration 0005");
+    let row: (Id, String, Option<i64>, Option<String>, Option<Id>) = with_pool!(store, pool => sqlx::query_as(
+        "SELECT id, source_identity_hash, sp_item_id, content_hash, last_run_id FROM sync_ledger WHERE sync_def_id = $1")
+        .bind(def).fetch_one(pool).await)
+    .expect("the ledger row");
+    assert_eq!(
+        row,
+        (
+            ledger,
+            "h7".to_owned(),
+            Some(70),
+            Some("c7".to_owned()),
+            Some(run)
+        )
+    );
+    let orphan = with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy, created_at, updated_at)
+         VALUES ($1, $2, '8', 'h8', 'PRIMARY_KEY', $3, $3)")
+        .bind(Id::new()).bind(Id::new()).bind(now).execute(pool).await.map(|r| r.rows_affected()));
+    assert!(orphan.is_err(), "the definition's key still holds");
+    store.migrate().await.expect("migrating twice is a no-op");
+}
