@@ -2483,18 +2483,16 @@ impl<'a> RunState<'a> {
         let mut per_target: Vec<Vec<(Prepared, Planned)>> =
             (0..self.targets.len()).map(|_| Vec::new()).collect();
         for mut row in prepared {
-            row.in_ledger &= ledger.contains_key(&row.hash);
-            let synced =
-                ledger
-                    .get(&row.hash)
-                    .and_then(|l| match (l.sp_list_id.as_deref(), l.sp_item_id) {
-                        (Some(list), Some(item)) if l.sync_state == "SYNCED" => Some(Synced {
-                            list,
-                            item_id: item,
-                            content_hash: l.content_hash.as_deref().unwrap_or(""),
-                        }),
-                        _ => None,
-                    });
+            let known = ledger.get(&row.hash);
+            row.in_ledger &= known.is_some();
+            let synced = known.and_then(|l| match (l.sp_list_id.as_deref(), l.sp_item_id) {
+                (Some(list), Some(item)) if l.sync_state == "SYNCED" => Some(Synced {
+                    list,
+                    item_id: item,
+                    content_hash: l.content_hash.as_deref().unwrap_or(""),
+                }),
+                _ => None,
+            });
             let list_id = self.targets[row.target].collection.id.clone();
             let planned = plan_row(self.mode, synced.as_ref(), &list_id, &row.content_hash);
             if self.options.dry_run {

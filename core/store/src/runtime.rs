@@ -581,11 +581,12 @@ pub async fn settle_create_intents(
         .filter(|(index, w)| last.get(&(w.sync_def_id, w.source_identity_hash)) == Some(index))
         .map(|(_, w)| w)
         .collect();
+    let backend = store.backend();
     // Fresh rows first, in statements of their own (SQLite: inserted, see `OnExisting::Ignore`).
     let (fresh, known): (Vec<&LedgerWrite<'_>>, Vec<&LedgerWrite<'_>>) = unique
         .iter()
         .copied()
-        .partition(|w| w.fresh && store.backend() == Backend::Sqlite);
+        .partition(|w| w.fresh && backend == Backend::Sqlite);
     let statements = fresh
         .chunks(LEDGER_ROWS_PER_STATEMENT)
         .map(|chunk| (chunk, OnExisting::Ignore))
@@ -595,7 +596,6 @@ pub async fn settle_create_intents(
                 .map(|chunk| (chunk, OnExisting::Update)),
         );
     let now = Utc::now();
-    let backend = store.backend();
     with_writer!(store, pool => async {
         let mut tx = pool.begin().await?;
         for (chunk, mut existing) in statements {

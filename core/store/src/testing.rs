@@ -10,7 +10,7 @@ use std::ops::Deref;
 
 use sqlx::Connection as _;
 
-use crate::Store;
+use crate::{Id, Store};
 
 /// A store for one test; its database disappears when dropped.
 #[derive(Debug)]
@@ -338,4 +338,24 @@ impl TcpRelay {
             let _ = cut.send(true);
         }
     }
+}
+
+/// Inserts the minimal configuration a sync definition needs (application, database, table,
+/// definition) and returns the definition's id. Plain SQL, so it also serves a store migrated
+/// only part of the way.
+pub async fn insert_definition(store: &Store) -> Id {
+    let (app, db, table, def) = (Id::new(), Id::new(), Id::new(), Id::new());
+    let now = chrono::Utc::now();
+    crate::with_pool!(store, pool => async {
+        sqlx::query("INSERT INTO applications (id, name, created_at) VALUES ($1, 'a', $2)").bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO databases (id, application_id, name, db_type, environment, database_name, created_at) VALUES ($1, $2, 'd', 'sqlite', 'DEV', 'd', $3)")
+            .bind(db).bind(app).bind(now).execute(pool).await?;
+        sqlx::query("INSERT INTO database_tables (id, database_id, table_name) VALUES ($1, $2, 't')").bind(table).bind(db).execute(pool).await?;
+        sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
+                     VALUES ($1, 's', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
+            .bind(def).bind(table).bind(now).execute(pool).await?;
+        Ok::<_, sqlx::Error>(())
+    }.await)
+    .expect("configuration rows");
+    def
 }

@@ -1,32 +1,14 @@
 //! Runs, ledger, cursors and the dead-letter queue on both backends.
 
 use syncbridge_store::runtime::{self, LedgerWrite, NewFailure, RunCounters};
-use syncbridge_store::testing::TestStore;
-use syncbridge_store::{Id, Store, with_pool};
-
-/// Inserts the minimal configuration a definition needs and returns its id.
-async fn definition(store: &Store) -> Id {
-    let (app, db, table, def) = (Id::new(), Id::new(), Id::new(), Id::new());
-    let now = chrono::Utc::now();
-    with_pool!(store, pool => async {
-        sqlx::query("INSERT INTO applications (id, name, created_at) VALUES ($1, 'a', $2)").bind(app).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO databases (id, application_id, name, db_type, environment, database_name, created_at) VALUES ($1, $2, 'd', 'sqlite', 'DEV', 'd', $3)")
-            .bind(db).bind(app).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO database_tables (id, database_id, table_name) VALUES ($1, $2, 't')").bind(table).bind(db).execute(pool).await?;
-        sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
-                     VALUES ($1, 's', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
-            .bind(def).bind(table).bind(now).execute(pool).await?;
-        Ok::<_, sqlx::Error>(())
-    }.await)
-    .expect("configuration rows");
-    def
-}
+use syncbridge_store::testing::{TestStore, insert_definition};
+use syncbridge_store::{Id, with_pool};
 
 #[tokio::test]
 async fn ledger_cursor_runs_and_failures_round_trip() {
     for store in TestStore::all().await {
         let backend = store.backend();
-        let def = definition(&store).await;
+        let def = insert_definition(&store).await;
         let run = runtime::start_run(&store, def, "PUSH")
             .await
             .expect("start");
@@ -218,7 +200,7 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
 async fn the_ledger_digest_visits_every_row_once() {
     for store in TestStore::all().await {
         let backend = store.backend();
-        let def = definition(&store).await;
+        let def = insert_definition(&store).await;
         let other = {
             // A second definition's rows stay out of the visit.
             let other = Id::new();
@@ -294,7 +276,7 @@ async fn the_ledger_digest_visits_every_row_once() {
 async fn a_saved_ledger_digest_lasts_until_the_next_ledger_write() {
     for store in TestStore::all().await {
         let backend = store.backend();
-        let def = definition(&store).await;
+        let def = insert_definition(&store).await;
         let run = runtime::start_run(&store, def, "PUSH")
             .await
             .expect("start");
@@ -385,7 +367,7 @@ async fn a_saved_ledger_digest_lasts_until_the_next_ledger_write() {
 async fn fresh_ledger_rows_are_inserted_and_rows_already_there_replaced() {
     for store in TestStore::all().await {
         let backend = store.backend();
-        let def = definition(&store).await;
+        let def = insert_definition(&store).await;
         let run = runtime::start_run(&store, def, "PUSH")
             .await
             .expect("start");

@@ -1,7 +1,8 @@
 //! The schema on both backends: every seed table, the seed's unique indexes, enforced foreign
 //! keys, idempotent migrations.
 
-use syncbridge_store::testing::TestStore;
+use syncbridge_store::runtime;
+use syncbridge_store::testing::{TestStore, insert_definition};
 use syncbridge_store::{Backend, Id, Store, with_pool};
 
 /// Every table of shared/seeds/data-model.md plus the DLQ, pending children, background windows
@@ -151,32 +152,16 @@ async fn sqlite_ledger_rows_survive_their_keys_being_deferred() {
     ))
     .await
     .expect("store");
-    let (app, db, table, def, run, ledger) = (
-        Id::new(),
-        Id::new(),
-        Id::new(),
-        Id::new(),
-        Id::new(),
-        Id::new(),
-    );
-    let now = chrono::Utc::now();
-    with_pool!(store, pool => async {
-        sqlx::migrate::Migrator::new(earlier.as_path()).await?.run(pool).await?;
-        sqlx::query("INSERT INTO applications (id, name, created_at) VALUES ($1, 'a', $2)").bind(app).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO databases (id, application_id, name, db_type, environment, database_name, created_at) VALUES ($1, $2, 'd', 'sqlite', 'DEV', 'd', $3)")
-            .bind(db).bind(app).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO database_tables (id, database_id, table_name) VALUES ($1, $2, 't')").bind(table).bind(db).execute(pool).await?;
-        sqlx::query("INSERT INTO sync_definitions (id, name, source_table_id, sync_mode, key_strategy, cursor_strategy, created_at, updated_at)
-                     VALUES ($1, 's', $2, 'ONE_WAY_PUSH', 'PRIMARY_KEY', 'FULL_SCAN', $3, $3)")
-            .bind(def).bind(table).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO sync_runs (id, sync_def_id, run_type, status, start_time, created_at) VALUES ($1, $2, 'PUSH', 'RUNNING', $3, $3)")
-            .bind(run).bind(def).bind(now).execute(pool).await?;
-        sqlx::query("INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy, sp_list_id, sp_item_id,
-                         content_hash, sync_state, last_run_id, created_at, updated_at)
-                     VALUES ($1, $2, '7', 'h7', 'PRIMARY_KEY', 'list-a', 70, 'c7', 'SYNCED', $3, $4, $4)")
-            .bind(ledger).bind(def).bind(run).bind(now).execute(pool).await?;
-        Ok::<_, sqlx::Error>(())
-    }.await)
+    with_pool!(store, pool => async { sqlx::migrate::Migrator::new(earlier.as_path()).await?.run(pool).await }.await)
+        .expect("migrations up to 0004");
+    let def = insert_definition(&store).await;
+    let run = runtime::start_run(&store, def, "PUSH").await.expect("run");
+    let (ledger, now) = (Id::new(), chrono::Utc::now());
+    with_pool!(store, pool => sqlx::query(
+        "INSERT INTO sync_ledger (id, sync_def_id, source_identity, source_identity_hash, source_key_strategy, sp_list_id, sp_item_id,
+             content_hash, sync_state, last_run_id, created_at, updated_at)
+         VALUES ($1, $2, '7', 'h7', 'PRIMARY_KEY', 'list-a', 70, 'c7', 'SYNCED', $3, $4, $4)")
+        .bind(ledger).bind(def).bind(run).bind(now).execute(pool).await.map(|r| r.rows_affected()))
     .expect("a store as migration 0004 left it, with a ledger row");
 
     store.migrate().await.expect("migration 0005");
