@@ -74,7 +74,11 @@ impl<'q> Encode<'q, Sqlite> for Id {
         &self,
         buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer<'q>,
     ) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Sqlite>>::encode(self.to_string(), buf)
+        // Written straight from the bytes: `to_string` goes through the formatting machinery,
+        // and a run binds several ids per ledger row.
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text: &str = self.0.hyphenated().encode_lower(&mut text);
+        <String as Encode<Sqlite>>::encode(text.to_owned(), buf)
     }
 }
 

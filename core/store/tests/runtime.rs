@@ -439,3 +439,78 @@ async fn fresh_ledger_rows_are_inserted_and_rows_already_there_replaced() {
         assert_eq!(items(&["h4", "h5", "h6"]).await, vec![], "{backend}");
     }
 }
+
+/// The values a statement's rows share are bound once per statement: rows of one call with
+/// different runs or key strategies, interleaved and more than a statement's worth, each keep
+/// their own, fresh or not.
+#[tokio::test]
+async fn ledger_rows_keep_their_own_run_and_key_strategy() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let def = insert_definition(&store).await;
+        let runs = [
+            runtime::start_run(&store, def, "PUSH")
+                .await
+                .expect("first run"),
+            runtime::start_run(&store, def, "PUSH")
+                .await
+                .expect("second run"),
+        ];
+        let rows = 1_203;
+        let hashes: Vec<String> = (0..rows).map(|i| format!("h{i:04}")).collect();
+        // Runs alternate every 700 rows, key strategies every row; every other row is fresh.
+        let expected = |i: usize| {
+            (
+                runs[(i / 700) % 2],
+                if i % 2 == 0 { "PRIMARY_KEY" } else { "HASHED" },
+            )
+        };
+        let writes: Vec<LedgerWrite<'_>> = (0..rows)
+            .map(|i| LedgerWrite {
+                sync_def_id: def,
+                source_identity: &hashes[i],
+                source_identity_hash: &hashes[i],
+                key_strategy: expected(i).1,
+                source_instance_id: None,
+                sp_list_id: Some("list-a"),
+                sp_item_id: Some(i as i64),
+                content_hash: Some("c"),
+                sync_state: "SYNCED",
+                pending_list_id: None,
+                sync_target_id: None,
+                run_id: expected(i).0,
+                fresh: i % 4 < 2,
+            })
+            .collect();
+        runtime::put_ledger_many(&store, &writes)
+            .await
+            .expect("ledger");
+        let found: Vec<(String, Id, String, i64, String)> =
+            with_pool!(&store, pool => sqlx::query_as(
+            "SELECT source_identity_hash, last_run_id, source_key_strategy, sp_item_id, provenance
+               FROM sync_ledger WHERE sync_def_id = $1 AND created_at = updated_at
+                AND last_sync_ts = created_at ORDER BY source_identity_hash")
+            .bind(def).fetch_all(pool).await)
+            .expect("rows");
+        assert_eq!(found.len(), rows, "{backend}");
+        for (i, (hash, run, strategy, item, provenance)) in found.into_iter().enumerate() {
+            assert_eq!(
+                (
+                    hash.as_str(),
+                    run,
+                    strategy.as_str(),
+                    item,
+                    provenance.as_str()
+                ),
+                (
+                    hashes[i].as_str(),
+                    expected(i).0,
+                    expected(i).1,
+                    i as i64,
+                    "PUSH"
+                ),
+                "{backend} row {i}"
+            );
+        }
+    }
+}
