@@ -6,6 +6,11 @@
 //! writer uses is read (the created item's id, an error's code and message), not the whole item
 //! Graph echoes back for every create.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -107,17 +112,20 @@ impl<'a> BatchAnswer<'a> {
     }
 }
 
-/// One entry of a `$batch` answer.
+/// One entry of a `$batch` answer. Read in one pass over the answer's text: the body is read
+/// as it is met, keeping only what a writer uses, and the rest of it (the whole item Graph
+/// echoes for every create) is skipped once. An entry whose parts have an unexpected shape
+/// reads as one without them (see [`Lenient`]), so it never spoils the rest of the answer.
 #[derive(Debug, Deserialize)]
 pub struct SubAnswer<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
     status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    headers: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    headers: Lenient<SubHeaders<'a>>,
+    #[serde(default)]
+    body: Lenient<SubBody>,
 }
 
 impl SubAnswer<'_> {
@@ -136,53 +144,89 @@ impl SubAnswer<'_> {
             .unwrap_or(500)
     }
 
-    /// The sub-answer's headers (names compared without case), read when asked for.
-    pub fn headers(&self) -> SubHeaders {
-        SubHeaders(
-            self.headers
-                .and_then(|h| serde_json::from_str(h.get()).ok())
-                .unwrap_or_default(),
-        )
+    /// The sub-answer's headers (names compared without case).
+    pub fn headers(&self) -> &SubHeaders<'_> {
+        &self.headers.0
     }
 
     /// What a writer uses of the body.
-    pub fn body(&self) -> SubBody {
-        self.body
-            .and_then(|b| serde_json::from_str(b.get()).ok())
-            .unwrap_or_default()
+    pub fn into_body(self) -> SubBody {
+        self.body.0
     }
 }
 
-/// A sub-answer's headers.
+/// A sub-answer's headers with string values, borrowed from the answer where they need no
+/// unescaping.
 #[derive(Debug, Default)]
-pub struct SubHeaders(serde_json::Map<String, serde_json::Value>);
+pub struct SubHeaders<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl SubHeaders {
+impl SubHeaders<'_> {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .and_then(|(_, value)| value.as_str())
+            .map(|(_, value)| value.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> FromObject<'de> for SubHeaders<'a> {
+    fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut headers = Vec::new();
+        while let Some(LenientStr(name)) = map.next_key()? {
+            let LenientStr(value) = map.next_value()?;
+            if let (Some(name), Some(value)) = (name, value) {
+                headers.push((name, value));
+            }
+        }
+        Ok(Self(headers))
     }
 }
 
 /// The parts of a sub-answer's body a writer uses; the rest of it is skipped unread.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone)]
 pub struct SubBody {
     /// A created item's id.
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub error: Option<SubError>,
 }
 
+impl<'de> FromObject<'de> for SubBody {
+    fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut body = Self::default();
+        while let Some(LenientStr(key)) = map.next_key()? {
+            match key.as_deref() {
+                Some("id") => body.id = map.next_value::<LenientStr<'_>>()?.owned(),
+                Some("error") => body.error = Some(map.next_value::<Lenient<SubError>>()?.0),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
 /// Graph's error object.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone)]
 pub struct SubError {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
+}
+
+impl<'de> FromObject<'de> for SubError {
+    fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut error = Self::default();
+        while let Some(LenientStr(key)) = map.next_key()? {
+            match key.as_deref() {
+                Some("code") => error.code = map.next_value::<LenientStr<'_>>()?.owned(),
+                Some("message") => error.message = map.next_value::<LenientStr<'_>>()?.owned(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(error)
+    }
 }
 
 impl SubBody {
@@ -200,6 +244,99 @@ impl SubBody {
     /// A created item's id as a number.
     pub fn item_id(&self) -> Option<i64> {
         self.id.as_deref()?.parse().ok()
+    }
+}
+
+/// The `Visitor` methods of a lenient value for JSON values other than objects and strings:
+/// each is consumed and reads as `$default`.
+macro_rules! skip_other_values {
+    ($default:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($default)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($default)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($default)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($default)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($default)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($default)
+        }
+    };
+}
+
+/// What a [`Lenient`] value makes of a JSON object.
+trait FromObject<'de>: Default {
+    fn from_object<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// A `T` read from a JSON object; any other JSON value reads as `T::default()` (skipped, not
+/// an error).
+#[derive(Debug, Default)]
+struct Lenient<T>(T);
+
+impl<'de, T: FromObject<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Lenient<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::from_object(map).map(Lenient)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Lenient(T::default()))
+            }
+            skip_other_values!(Lenient(T::default()));
+        }
+        deserializer.deserialize_any(ObjectVisitor(PhantomData))
+    }
+}
+
+/// A JSON string, borrowed from the answer when it needs no unescaping; any other JSON value
+/// reads as `None` (skipped, not an error).
+struct LenientStr<'a>(Option<Cow<'a, str>>);
+
+impl LenientStr<'_> {
+    fn owned(self) -> Option<String> {
+        self.0.map(Cow::into_owned)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for LenientStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = LenientStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(LenientStr(None))
+            }
+            skip_other_values!(LenientStr(None));
+        }
+        deserializer.deserialize_any(StrVisitor)
     }
 }
 
@@ -272,24 +409,46 @@ mod tests {
             {"id":"0","status":429,"headers":{"retry-after":"3","RateLimit-Remaining":"10"}},
             {"id":"2","status":409,"body":{"error":{"code":"nameAlreadyExists","message":"the key \"k\" is taken"}}},
             {"id":"x","status":200},
-            {"id":"3","status":"weird","body":"not an object"}
+            {"id":"3","status":"weird","body":"not an object"},
+            {"id":"4","status":201,"headers":"odd","body":[1,{"id":"9"}]},
+            {"id":"5","status":400,"headers":{"Retry-After":7,"X-Note":"a\"b"},"body":{"error":"flat","id":12}},
+            {"id":"6","status":201,"body":{"fields":{"id":"not this","List":[{"id":"nor this"}]},"id":"77"}},
+            {"id":"7","status":204,"headers":null,"body":null}
         ]}"#;
         let answer = BatchAnswer::read(text);
         let entries = &answer.responses;
-        assert_eq!(entries.len(), 5);
+        assert_eq!(entries.len(), 9);
         assert_eq!(entries[0].index(), Some(1));
         assert_eq!(entries[0].status(), 201);
-        assert_eq!(entries[0].body().item_id(), Some(42));
+        assert_eq!(entries[0].body.0.item_id(), Some(42));
         assert_eq!(entries[1].headers().get("Retry-After"), Some("3"));
         assert_eq!(entries[1].headers().get("ratelimit-remaining"), Some("10"));
-        assert_eq!(entries[1].body().item_id(), None);
+        assert_eq!(entries[1].body.0.item_id(), None);
         assert_eq!(
-            entries[2].body().error(),
+            entries[2].body.0.error(),
             ("nameAlreadyExists".into(), "the key \"k\" is taken".into())
         );
         assert_eq!(entries[3].index(), None);
         assert_eq!(entries[4].status(), 500);
-        assert_eq!(entries[4].body().error(), ("unknown".into(), String::new()));
+        assert_eq!(entries[4].body.0.error(), ("unknown".into(), String::new()));
+        // Parts of unexpected shapes read as absent, without spoiling the other entries.
+        assert_eq!(entries[5].headers().get("Content-Type"), None);
+        assert_eq!(entries[5].body.0.item_id(), None);
+        assert_eq!(
+            entries[6].headers().get("retry-after"),
+            None,
+            "not a string"
+        );
+        assert_eq!(entries[6].headers().get("x-note"), Some("a\"b"));
+        assert_eq!(entries[6].body.0.item_id(), None);
+        assert_eq!(entries[6].body.0.error(), ("unknown".into(), String::new()));
+        assert_eq!(
+            entries[7].body.0.item_id(),
+            Some(77),
+            "ids inside the item are not its id"
+        );
+        assert_eq!(entries[8].index(), Some(7));
+        assert_eq!(entries[8].body.0.item_id(), None);
         assert!(BatchAnswer::read("<html>oops</html>").responses.is_empty());
     }
 }

@@ -229,7 +229,7 @@ impl SharePointTarget {
                     longest_wait = longest_wait.max(wait).or(wait);
                     still.push(index);
                 } else if index < results.len() {
-                    results[index] = Some((status, entry.body()));
+                    results[index] = Some((status, entry.into_body()));
                 }
             }
             if throttled {

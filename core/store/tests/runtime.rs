@@ -462,7 +462,11 @@ async fn ledger_rows_keep_their_own_run_and_key_strategy() {
         let expected = |i: usize| {
             (
                 runs[(i / 700) % 2],
-                if i % 2 == 0 { "PRIMARY_KEY" } else { "HASHED" },
+                if i.is_multiple_of(2) {
+                    "PRIMARY_KEY"
+                } else {
+                    "HASHED"
+                },
             )
         };
         let writes: Vec<LedgerWrite<'_>> = (0..rows)
