@@ -1175,7 +1175,7 @@ impl LedgerDigest {
         }
         let entries = match entries {
             Some(entries) => entries,
-            None => read_ledger_digest(store, sync_def_id, &lists).await?,
+            None => read_ledger_digest(store, sync_def_id, &lists, 0).await?,
         };
         Ok(Self {
             lists,
@@ -1366,14 +1366,15 @@ const NO_FINGERPRINT: u128 = 0;
 const SAVED_DIGEST_MAGIC: &[u8; 4] = b"SBD2";
 const SAVED_HEADER_BYTES: usize = SAVED_DIGEST_MAGIC.len() + 32;
 
-/// Reads the digest's entries from the ledger (in the ledger's order).
+/// Reads the digest's entries from the ledger (in the ledger's order). `expected_rows` only
+/// sizes the list (counting the ledger's rows first would read its index once more).
 async fn read_ledger_digest(
     store: &Store,
     sync_def_id: Id,
     lists: &[String],
+    expected_rows: usize,
 ) -> Result<Vec<DigestEntry>, EngineError> {
-    let rows = runtime::ledger_row_count(store, sync_def_id).await?.max(0) as usize;
-    let mut entries = Vec::with_capacity(rows);
+    let mut entries = Vec::with_capacity(expected_rows);
     let names: Vec<&str> = lists.iter().map(String::as_str).collect();
     runtime::visit_ledger_digest(store, sync_def_id, &names, |row| {
         let (list, content) = match row.synced_to {
@@ -2155,6 +2156,12 @@ impl<'a> RunState<'a> {
                 Some(Pending::Write(job)) => {
                     self.in_flight.writes -= 1;
                     self.complete(job).await?;
+                    // Waiting for every write (the end of a read): each write's outcomes are
+                    // recorded while the later ones are still under way, rather than all of
+                    // them after the last, when nothing else is left to do.
+                    if limit == 0 {
+                        self.record_unrecorded().await?;
+                    }
                 }
                 None => break,
             }
@@ -2937,7 +2944,10 @@ impl<'a> RunState<'a> {
             let entries = if generation == digest.generation {
                 encode_digest(&digest.entries)
             } else {
-                let mut entries = read_ledger_digest(store, self.def.id, &digest.lists).await?;
+                // About what the ledger holds: what it held, or the rows this read met.
+                let expected = digest.entries.len().max(digest.read_order.len());
+                let mut entries =
+                    read_ledger_digest(store, self.def.id, &digest.lists, expected).await?;
                 digest.keep_fingerprints(&mut entries);
                 encode_digest(&entries)
             };

@@ -241,13 +241,6 @@ async fn sqlite_ledger_rows(
         .collect()
 }
 
-/// How many ledger rows a definition has.
-pub async fn ledger_row_count(store: &Store, sync_def_id: Id) -> Result<i64, StoreError> {
-    with_pool!(store, pool => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sync_ledger WHERE sync_def_id = $1")
-        .bind(sync_def_id).fetch_one(pool).await)
-    .map_err(StoreError::query("counting ledger rows"))
-}
-
 /// Ledger rows left in a pending state by an interrupted run.
 pub async fn pending_ledger_rows(
     store: &Store,
