@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use syncbridge_api::{CollectionSpec, DataType, FieldSpec, Target as _};
 use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
-use syncbridge_sharepoint::batch::BatchAnswer;
+use syncbridge_sharepoint::batch::{BatchAnswer, SubRequest, SubRequestBody, batch_body};
+use syncbridge_sharepoint::service::GraphService;
 use syncbridge_sharepoint::{SharePointConfig, SharePointTarget};
 
 const ROUNDS: usize = 5;
@@ -39,7 +40,9 @@ async fn main() {
         "site_path": info.site_path,
     }))
     .expect("config");
-    let target = SharePointTarget::connect(config).await.expect("connect");
+    let target = SharePointTarget::connect(config.clone())
+        .await
+        .expect("connect");
     let text = |name: &str, data_type| FieldSpec {
         name: name.into(),
         data_type,
@@ -71,43 +74,44 @@ async fn main() {
     };
     let list = target.provision(&spec).await.expect("provision").collection;
 
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(&info.token_url)
-        .form(&[
-            ("client_id", info.client_id.as_str()),
-            ("client_secret", info.client_secret.as_str()),
-            ("scope", "https://graph.microsoft.com/.default"),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
+    // Sent as the target sends its writes: sub-requests serialized once, joined into a body,
+    // posted through the target's own service (its token, its retries).
     let site = emulator.data().sites[0].id.clone();
-    let requests: Vec<serde_json::Value> = (1..=20)
-        .map(|g: u32| {
-            serde_json::json!({
-                "id": g.to_string(), "method": "POST",
-                "url": format!("/sites/{site}/lists/{}/items", list.id),
-                "headers": {"Content-Type": "application/json"},
-                "body": {"fields": {"Title": format!("item {g}"), "Amount": f64::from(g) / 10.0,
-                                    "Due": "2024-01-01", "SyncBridgeKey": format!("{g:064x}")}}
-            })
+    let items = format!("/sites/{site}/lists/{}/items", list.id);
+    let fields: Vec<serde_json::Map<String, serde_json::Value>> = (1..=20u32)
+        .map(|g| {
+            serde_json::json!({"Title": format!("item {g}"), "Amount": f64::from(g) / 10.0,
+                               "Due": "2024-01-01", "SyncBridgeKey": format!("{g:064x}")})
+            .as_object()
+            .cloned()
+            .expect("an object")
         })
         .collect();
-    let answer = http
-        .post(format!("{}/$batch", info.base_url))
-        .bearer_auth(token["access_token"].as_str().expect("token"))
-        .json(&serde_json::json!({ "requests": requests }))
-        .send()
+    let requests: Vec<SubRequest> = fields
+        .iter()
+        .enumerate()
+        .map(|(id, fields)| {
+            SubRequest::new(
+                id,
+                &reqwest::Method::POST,
+                &items,
+                Some(SubRequestBody::Fields { fields }),
+            )
+            .expect("sub-request")
+        })
+        .collect();
+    let answer = GraphService::new(config)
+        .expect("service")
+        .send_serialized(
+            reqwest::Method::POST,
+            "/$batch",
+            Some(batch_body(&requests)),
+            requests.iter().map(SubRequest::cost).sum(),
+            &[],
+        )
         .await
         .expect("batch")
-        .text()
-        .await
-        .expect("answer");
+        .text;
 
     // Both readers must find the 20 created items, or the comparison means nothing.
     let typed_ids = read_typed(&answer);

@@ -2156,9 +2156,9 @@ impl<'a> RunState<'a> {
                 Some(Pending::Write(job)) => {
                     self.in_flight.writes -= 1;
                     self.complete(job).await?;
-                    // Waiting for every write (the end of a read): each write's outcomes are
-                    // recorded while the later ones are still under way, rather than all of
-                    // them after the last, when nothing else is left to do.
+                    // Waiting for every write (the end of a read, or a row whose identity is
+                    // being written): each write's outcomes are recorded while the later ones
+                    // are still under way, rather than all of them after the last.
                     if limit == 0 {
                         self.record_unrecorded().await?;
                     }
