@@ -223,7 +223,13 @@ async fn the_ledger_digest_visits_every_row_once() {
         let identities: Vec<String> = (0..rows).map(|i| i.to_string()).collect();
         let writes: Vec<LedgerWrite<'_>> = (0..rows)
             .map(|i| LedgerWrite {
-                sync_def_id: if i == 7 { other } else { def },
+                // The other definition's rows come first, in between and last: each
+                // definition's pages cover its own rowids, and only its own rows.
+                sync_def_id: if [0, 7, rows - 1].contains(&i) {
+                    other
+                } else {
+                    def
+                },
                 source_identity: &identities[i],
                 source_identity_hash: &hashes[i],
                 key_strategy: "PRIMARY_KEY",
@@ -253,10 +259,10 @@ async fn the_ledger_digest_visits_every_row_once() {
         })
         .await
         .expect("digest");
-        assert_eq!(seen.len(), rows - 1, "{backend}");
-        for i in [0, 1, 2, 5, 7, 20_001, 44_999] {
+        assert_eq!(seen.len(), rows - 3, "{backend}");
+        for i in [0, 1, 2, 3, 5, 7, 20_001, 44_998, 44_999] {
             let expected: Option<Option<(usize, String)>> = match i {
-                7 => None,
+                0 | 7 | 44_999 => None,
                 5 => Some(None),
                 i if i % 3 == 0 => Some(None),
                 i => Some(Some((1, contents[i][..32].to_owned()))),
@@ -267,6 +273,18 @@ async fn the_ledger_digest_visits_every_row_once() {
                 "{backend} row {i}"
             );
         }
+        let mut others = Vec::new();
+        runtime::visit_ledger_digest(&store, other, &["list-b"], |row| {
+            others.push((row.identity_hash_prefix.to_owned(), row.synced_to.is_some()));
+        })
+        .await
+        .expect("other digest");
+        others.sort();
+        let expected: Vec<(String, bool)> = [0, 7, rows - 1]
+            .into_iter()
+            .map(|i| (hashes[i][..32].to_owned(), i % 3 == 0))
+            .collect();
+        assert_eq!(others, expected, "{backend}");
     }
 }
 
