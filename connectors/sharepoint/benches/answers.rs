@@ -10,10 +10,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use syncbridge_api::{CollectionSpec, DataType, FieldSpec, Target as _};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig};
+use syncbridge_graph_emulator::EmulatorConfig;
+use syncbridge_sharepoint::SharePointTarget;
 use syncbridge_sharepoint::batch::{BatchAnswer, SubRequest, SubRequestBody, batch_body};
 use syncbridge_sharepoint::service::GraphService;
-use syncbridge_sharepoint::{SharePointConfig, SharePointTarget};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const ROUNDS: usize = 5;
 
@@ -23,23 +26,9 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20_000);
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = support::emulator(EmulatorConfig::default()).await;
     let info = emulator.connection_info();
-    let config: SharePointConfig = serde_json::from_value(serde_json::json!({
-        "graph_base_url": info.base_url,
-        "authority_host": info.authority_host,
-        "tenant_id": info.tenant_id,
-        "client_id": info.client_id,
-        "client_secret": info.client_secret,
-        "site_hostname": info.site_hostname,
-        "site_path": info.site_path,
-    }))
-    .expect("config");
+    let config = support::config(&emulator, &info.client_secret);
     let target = SharePointTarget::connect(config.clone())
         .await
         .expect("connect");

@@ -12,8 +12,11 @@ use std::time::Instant;
 use syncbridge_api::{
     CollectionSpec, DataType, FieldSpec, ItemId, Target as _, Value, WriteOp, WriteOutcome,
 };
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, ThrottleConfig};
+use syncbridge_graph_emulator::{EmulatorConfig, ThrottleConfig};
 use syncbridge_sharepoint::{SharePointConfig, SharePointTarget};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const BUDGET: u32 = 1250;
 
@@ -25,24 +28,12 @@ async fn main() {
         .collect();
     let items = args.first().copied().unwrap_or(4000) as usize;
     let window = args.get(1).copied().unwrap_or(6);
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = support::emulator(EmulatorConfig::default()).await;
     let info = emulator.connection_info();
-    let config: SharePointConfig = serde_json::from_value(serde_json::json!({
-        "graph_base_url": info.base_url,
-        "authority_host": info.authority_host,
-        "tenant_id": info.tenant_id,
-        "client_id": info.client_id,
-        "client_secret": info.client_secret,
-        "site_hostname": info.site_hostname,
-        "site_path": info.site_path,
-        "concurrency": 4,
-    }))
-    .expect("config");
+    let config = SharePointConfig {
+        concurrency: 4,
+        ..support::config(&emulator, &info.client_secret)
+    };
     let target = SharePointTarget::connect(config).await.expect("connect");
     let spec = CollectionSpec {
         name: "Budget".into(),

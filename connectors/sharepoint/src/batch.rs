@@ -191,17 +191,16 @@ pub struct SubBody {
 }
 
 impl<'de> FromObject<'de> for SubBody {
-    fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_object<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let mut body = Self::default();
-        while let Some(LenientStr(key)) = map.next_key()? {
-            match key.as_deref() {
-                Some("id") => body.id = map.next_value::<LenientStr<'_>>()?.owned(),
-                Some("error") => body.error = Some(map.next_value::<Lenient<SubError>>()?.0),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+        read_fields(map, |key, map| {
+            match key {
+                "id" => body.id = map.next_value::<LenientStr<'_>>()?.owned(),
+                "error" => body.error = Some(map.next_value::<Lenient<SubError>>()?.0),
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
         Ok(body)
     }
 }
@@ -214,17 +213,16 @@ pub struct SubError {
 }
 
 impl<'de> FromObject<'de> for SubError {
-    fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_object<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let mut error = Self::default();
-        while let Some(LenientStr(key)) = map.next_key()? {
-            match key.as_deref() {
-                Some("code") => error.code = map.next_value::<LenientStr<'_>>()?.owned(),
-                Some("message") => error.message = map.next_value::<LenientStr<'_>>()?.owned(),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+        read_fields(map, |key, map| {
+            match key {
+                "code" => error.code = map.next_value::<LenientStr<'_>>()?.owned(),
+                "message" => error.message = map.next_value::<LenientStr<'_>>()?.owned(),
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
         Ok(error)
     }
 }
@@ -245,6 +243,24 @@ impl SubBody {
     pub fn item_id(&self) -> Option<i64> {
         self.id.as_deref()?.parse().ok()
     }
+}
+
+/// Reads a JSON object's entries: `field` reads the value of each key it knows and answers
+/// `true`; the values of other keys (and of keys that are not strings) are skipped unread.
+fn read_fields<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut field: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+) -> Result<(), A::Error> {
+    while let Some(LenientStr(key)) = map.next_key()? {
+        let read = match key.as_deref() {
+            Some(key) => field(key, &mut map)?,
+            None => false,
+        };
+        if !read {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
 }
 
 /// The `Visitor` methods of a lenient value for JSON values other than objects and strings:

@@ -5,28 +5,11 @@
 use syncbridge_api::{
     CollectionSpec, DataType, FieldSpec, ItemId, Target as _, Value, WriteOp, WriteOutcome,
 };
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, FaultConfig, RunningEmulator};
-use syncbridge_sharepoint::{SharePointConfig, SharePointTarget};
+use syncbridge_graph_emulator::{EmulatorConfig, FaultConfig, RunningEmulator};
+use syncbridge_sharepoint::SharePointTarget;
 
-async fn emulator(config: EmulatorConfig) -> RunningEmulator {
-    Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("emulator starts")
-}
-
-fn config(emulator: &RunningEmulator, secret: &str) -> SharePointConfig {
-    let info = emulator.connection_info();
-    serde_json::from_value(serde_json::json!({
-        "graph_base_url": info.base_url,
-        "authority_host": info.authority_host,
-        "tenant_id": info.tenant_id,
-        "client_id": info.client_id,
-        "client_secret": secret,
-        "site_hostname": info.site_hostname,
-        "site_path": info.site_path,
-    }))
-    .expect("config")
-}
+mod support;
+use support::{config, emulator};
 
 async fn connect(emulator: &RunningEmulator) -> SharePointTarget {
     let secret = emulator.connection_info().client_secret;

@@ -306,10 +306,11 @@ const DIGEST_MAX_LISTS: usize = 26;
 ///
 /// SQLite: the table's rows between the definition's first and last rowid are read in rowid
 /// order (`NOT INDEXED`), a page at a time, each page as one string of fixed-width records
-/// (identity prefix, then `-`, or a list letter and the content prefix). Following the identity index would visit the table's pages in hash order, a random
-/// page read per row; the driver hands every result row from its worker thread as a message of
-/// its own, which cost more than reading the rows; and the fixed-width records took half the
-/// time of a JSON array, on either side. PostgreSQL streams one query.
+/// (identity prefix, then `-`, or a list letter and the content prefix). Following the identity
+/// index would visit the table's pages in hash order, a random page read per row; the driver
+/// hands every result row from its worker thread as a message of its own, which cost more than
+/// reading the rows; and the fixed-width records took half the time of a JSON array, on either
+/// side. PostgreSQL streams one query.
 pub async fn visit_ledger_digest(
     store: &Store,
     sync_def_id: Id,
@@ -366,7 +367,7 @@ pub async fn visit_ledger_digest(
             .await
             .map_err(failed)?;
             let (Some(low), Some(high)) = (low, high) else {
-                return Ok(()); // an empty ledger
+                return Ok(()); // no ledger rows for this definition
             };
             // Pages are ranges of rowids, independent of each other: several are built at once
             // on SQLite's worker threads (one per connection) while this task takes them apart
