@@ -170,3 +170,44 @@ async fn children_follow_the_file_and_prune_removes_top_level_objects() {
         }
     }
 }
+
+/// `apply` reads before it writes. On SQLite a deferred transaction that does so is refused at
+/// once ("database is locked") when another connection holds the write lock at its first
+/// write; `apply` must wait for that writer instead, as it waits for any other.
+#[tokio::test]
+async fn apply_waits_for_another_writer_on_sqlite() {
+    use sqlx::Connection;
+
+    let store = TestStore::sqlite().await;
+    let mut other = sqlx::SqliteConnection::connect(store.url())
+        .await
+        .expect("a second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("the second connection takes the write lock");
+
+    let applying = tokio::spawn(async move {
+        let applied = apply(&store, &config(&example()), &options()).await;
+        (store, applied)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !applying.is_finished(),
+        "apply finished while another connection held the write lock: {:?}",
+        applying
+            .await
+            .expect("apply task")
+            .1
+            .map(|r| r.changes.len())
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("the second connection commits");
+
+    let (store, applied) = applying.await.expect("apply task");
+    let report = applied.expect("apply succeeds once the other writer is done");
+    assert!(report.changes.len() >= 15, "{:?}", report.changes);
+    assert!(count(&store, "SELECT count(*) FROM sync_definitions").await > 0);
+}

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use crate::{Id, Store, StoreError, with_pool};
+use crate::{BeginWrite, Id, Store, StoreError, with_pool};
 
 /// One introspected table, as the inventory stores it.
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +106,7 @@ pub async fn put_table(
     let now: DateTime<Utc> = Utc::now();
     let err = StoreError::query("writing the inventory");
     with_pool!(store, pool => async {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let existing: Option<Id> = sqlx::query_scalar(
             "SELECT id FROM database_tables WHERE database_id = $1 AND schema_name IS NOT DISTINCT FROM $2 AND table_name = $3")
             .bind(database).bind(&table.schema_name).bind(&table.table_name).fetch_optional(&mut *tx).await?;

@@ -19,6 +19,7 @@ pub mod sharepoint;
 pub mod testing;
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,38 @@ macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         $crate::with_pool!(@on $store.writer(), $pool => $body)
     };
+}
+
+/// Starts a transaction that is going to write, for the pools [`with_writer!`] hands out.
+///
+/// On SQLite it begins `IMMEDIATE`: the transaction takes the write lock at `BEGIN`, waiting
+/// in the busy handler (up to the store's busy timeout) while another connection writes. A
+/// deferred transaction that reads first and writes later cannot wait: SQLite answers its
+/// first write at once with `SQLITE_BUSY` ("database is locked") when another connection
+/// holds the write lock, because waiting there could deadlock two readers that both want to
+/// write. On PostgreSQL it is a plain `BEGIN`, whose row locks wait by themselves.
+pub trait BeginWrite {
+    type Database: sqlx::Database;
+
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
 }
 
 /// The connection pool of one backend.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::types::Json;
 
-use crate::{Backend, Id, Store, StoreError, StorePool, with_pool, with_writer};
+use crate::{Backend, BeginWrite, Id, Store, StoreError, StorePool, with_pool, with_writer};
 
 /// Counters of one run, as `sync_runs` stores them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -649,7 +649,7 @@ pub async fn settle_create_intents(
         .chain(ledger_statements(&known).map(|chunk| (chunk, OnExisting::Update)));
     let now = Utc::now();
     with_writer!(store, pool => async {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         for (chunk, mut existing) in statements {
             let shared = SharedLedgerValues::of(chunk[0]);
             loop {
@@ -851,7 +851,7 @@ pub async fn open_failure_hashes(
 /// Removes the ledger row of one identity (after its item was deleted).
 pub async fn delete_ledger(store: &Store, sync_def_id: Id, hash: &str) -> Result<(), StoreError> {
     with_writer!(store, pool => async {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         sqlx::query("DELETE FROM sync_ledger WHERE sync_def_id = $1 AND source_identity_hash = $2")
             .bind(sync_def_id).bind(hash).execute(&mut *tx).await?;
         sqlx::query(BUMP_LEDGER_GENERATION).bind(sync_def_id).execute(&mut *tx).await?;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{Id, Store, StoreError, with_pool};
+use crate::{BeginWrite, Id, Store, StoreError, with_pool};
 
 /// A configured site with its connection, as discovery connects to it.
 #[derive(Clone, sqlx::FromRow)]
@@ -83,7 +83,7 @@ pub async fn put_discovered(
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     with_pool!(store, pool => async {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         if let Some((site_id, web_url)) = site {
             sqlx::query("UPDATE sharepoint_sites SET site_id = $2, web_url = $3 WHERE id = $1")
                 .bind(site_row_id).bind(site_id).bind(web_url)

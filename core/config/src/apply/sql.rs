@@ -2,7 +2,7 @@
 //! backends. Table and column names come only from this crate's code, never from user input;
 //! every value is a bind parameter.
 
-use syncbridge_store::{Id, Store, StorePool};
+use syncbridge_store::{BeginWrite, Id, Store, StorePool};
 
 /// A bound or decoded value. Every variant is nullable so a decoded column compares directly
 /// with the desired one.
@@ -98,10 +98,13 @@ macro_rules! decode_row {
 }
 
 impl Tx {
+    /// Begins on the store's writer, taking the write lock at once ([`BeginWrite`]): `apply`
+    /// reads before it writes, and on SQLite a deferred transaction that does so fails with
+    /// "database is locked" when another connection writes at that moment.
     pub async fn begin(store: &Store) -> Result<Self, sqlx::Error> {
-        Ok(match store.pool() {
-            StorePool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            StorePool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        Ok(match store.writer() {
+            StorePool::Sqlite(pool) => Tx::Sqlite(pool.begin_write().await?),
+            StorePool::Postgres(pool) => Tx::Postgres(pool.begin_write().await?),
         })
     }
 
