@@ -18,6 +18,8 @@
 //!
 //! `cargo bench -p syncbridge-engine --bench push -- [ROWS] [LATENCY_ROWS]` (default 100,000
 //! rows for both rounds; the latency round takes about a minute per side at 100,000 rows).
+//! With `PUSH_BENCH_ONLY=engine` (or `minimal`) only that side's instant-service rounds run,
+//! for a profiler to record one side alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -175,15 +177,37 @@ async fn main() {
     // compared: single rounds of either vary by a third on this machine.
     let (mut baselines, mut pushes) = (Vec::new(), Vec::new());
     let (mut baseline_cpu, mut push_cpu) = (Vec::new(), Vec::new());
+    let only = std::env::var("PUSH_BENCH_ONLY").unwrap_or_default();
     for round in 1..=ROUNDS {
-        let (secs, cpu) = client
-            .post_all(&list_url(&format!("Baseline{round}")), rows)
-            .await;
-        baselines.push(secs);
-        baseline_cpu.push(cpu);
-        let before = CpuTime::now();
-        pushes.push(push(&engine, &format!("items{round}"), rows).await);
-        push_cpu.push(CpuTime::now().since(before));
+        if only != "engine" {
+            let (secs, cpu) = client
+                .post_all(&list_url(&format!("Baseline{round}")), rows)
+                .await;
+            baselines.push(secs);
+            baseline_cpu.push(cpu);
+        }
+        if only != "minimal" {
+            let before = CpuTime::now();
+            pushes.push(push(&engine, &format!("items{round}"), rows).await);
+            push_cpu.push(CpuTime::now().since(before));
+        }
+    }
+    let per_thousand = |secs: f64| secs * 1000.0 / rows as f64 * 1000.0;
+    if !only.is_empty() {
+        // One side only, for a profiler: there is no ratio to report.
+        let (secs, cpu) = match only.as_str() {
+            "engine" => (pushes, push_cpu),
+            _ => (baselines, baseline_cpu),
+        };
+        let cpu = CpuTime::median(cpu);
+        println!(
+            "{only} only, {rows} rows: rounds {secs:.2?} s; CPU per 1,000 rows (median) emulator {:.1} ms + the rest {:.1} ms (SQLite {:.1} ms) + PostgreSQL {:.1} ms",
+            per_thousand(cpu.emulator),
+            per_thousand(cpu.rest),
+            per_thousand(cpu.sqlite),
+            per_thousand(cpu.postgres)
+        );
+        return;
     }
     report(
         &format!("instant service, median of {ROUNDS} rounds"),
@@ -192,16 +216,16 @@ async fn main() {
         median(pushes),
     );
     let (baseline_cpu, push_cpu) = (CpuTime::median(baseline_cpu), CpuTime::median(push_cpu));
-    let per_thousand = |secs: f64| secs * 1000.0 / rows as f64 * 1000.0;
     println!(
         "  CPU time per 1,000 rows (medians): emulator's thread + the rest of the process + PostgreSQL:"
     );
     for (side, cpu) in [("minimal client", baseline_cpu), ("engine", push_cpu)] {
         println!(
-            "    {side:<15} {:>6.1} ms + {:>6.1} ms + {:>6.1} ms",
+            "    {side:<15} {:>6.1} ms + {:>6.1} ms + {:>6.1} ms (cores idle {:>5.1} ms)",
             per_thousand(cpu.emulator),
             per_thousand(cpu.rest),
-            per_thousand(cpu.postgres)
+            per_thousand(cpu.postgres),
+            per_thousand(cpu.idle)
         );
     }
     println!(
@@ -295,6 +319,11 @@ struct CpuTime {
     /// The PostgreSQL server's processes (all of them: the bench's database is local), which
     /// serve the engine's read.
     postgres: f64,
+    /// Both cores' idle time (the whole machine's, from `/proc/stat`): time no thread was
+    /// ready to run, while the other side waited for something.
+    idle: f64,
+    /// Of `rest`: the threads of SQLite connections (the meta-store's).
+    sqlite: f64,
 }
 
 impl CpuTime {
@@ -309,6 +338,8 @@ impl CpuTime {
             emulator,
             rest: total - emulator,
             postgres,
+            idle: machine_idle_seconds(),
+            sqlite: cpu_seconds_named("/proc/self/task", "sqlx-sqlite-wor"),
         }
     }
 
@@ -317,6 +348,8 @@ impl CpuTime {
             emulator: self.emulator - before.emulator,
             rest: self.rest - before.rest,
             postgres: self.postgres - before.postgres,
+            idle: self.idle - before.idle,
+            sqlite: self.sqlite - before.sqlite,
         }
     }
 
@@ -329,6 +362,17 @@ impl CpuTime {
         rounds.sort_by(|a, b| a.total().total_cmp(&b.total()));
         rounds[rounds.len() / 2]
     }
+}
+
+/// The machine's idle seconds (all cores), from the first line of `/proc/stat`.
+fn machine_idle_seconds() -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(4))
+        .and_then(|idle| idle.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / TICKS_PER_SECOND)
 }
 
 /// The CPU seconds of the entries of a `/proc` directory (processes, or a process's threads)
