@@ -57,7 +57,7 @@ macro_rules! with_writer {
     };
 }
 
-/// Starts a transaction that is going to write, for the pools [`with_writer!`] hands out.
+/// Starts a transaction that is going to write, on the writer ([`with_writer!`]) or the pool.
 ///
 /// On SQLite it begins `IMMEDIATE`: the transaction takes the write lock at `BEGIN`, waiting
 /// in the busy handler (up to the store's busy timeout) while another connection writes. A
