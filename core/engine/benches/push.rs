@@ -178,6 +178,10 @@ async fn main() {
     let (mut baselines, mut pushes) = (Vec::new(), Vec::new());
     let (mut baseline_cpu, mut push_cpu) = (Vec::new(), Vec::new());
     let only = std::env::var("PUSH_BENCH_ONLY").unwrap_or_default();
+    assert!(
+        ["", "engine", "minimal"].contains(&only.as_str()),
+        "PUSH_BENCH_ONLY is `engine` or `minimal` (or unset for both sides), not `{only}`"
+    );
     for round in 1..=ROUNDS {
         if only != "engine" {
             let (secs, cpu) = client
@@ -195,9 +199,10 @@ async fn main() {
     let per_thousand = |secs: f64| secs * 1000.0 / rows as f64 * 1000.0;
     if !only.is_empty() {
         // One side only, for a profiler: there is no ratio to report.
-        let (secs, cpu) = match only.as_str() {
-            "engine" => (pushes, push_cpu),
-            _ => (baselines, baseline_cpu),
+        let (secs, cpu) = if only == "engine" {
+            (pushes, push_cpu)
+        } else {
+            (baselines, baseline_cpu)
         };
         let cpu = CpuTime::median(cpu);
         println!(
@@ -364,9 +369,11 @@ impl CpuTime {
     }
 }
 
+/// `USER_HZ`, the unit of `/proc` CPU times: 100 on every Linux architecture we build for.
+const TICKS_PER_SECOND: f64 = 100.0;
+
 /// The machine's idle seconds (all cores), from the first line of `/proc/stat`.
 fn machine_idle_seconds() -> f64 {
-    const TICKS_PER_SECOND: f64 = 100.0;
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     stat.lines()
         .next()
@@ -390,8 +397,6 @@ fn cpu_seconds_named(dir: &str, name: &str) -> f64 {
 
 /// A process's or thread's name and CPU seconds (`utime + stime`) from its `stat` file.
 fn proc_cpu_seconds(path: impl AsRef<Path>) -> Option<(String, f64)> {
-    /// `USER_HZ`, the unit of `/proc` CPU times: 100 on every Linux architecture we build for.
-    const TICKS_PER_SECOND: f64 = 100.0;
     let stat = std::fs::read_to_string(path).ok()?;
     let (head, tail) = stat.rsplit_once(')')?;
     let name = head.split_once('(')?.1.to_owned();

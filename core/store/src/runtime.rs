@@ -650,10 +650,7 @@ pub async fn settle_create_intents(
     // (`benches/push.rs`, `PUSH_BENCH_ONLY=engine`). On PostgreSQL, transactions that upsert
     // the same identities lock them in the same order, so they cannot deadlock each other.
     for writes in [&mut fresh, &mut known] {
-        writes.sort_unstable_by(|a, b| {
-            (SharedLedgerValues::of(a), a.source_identity_hash)
-                .cmp(&(SharedLedgerValues::of(b), b.source_identity_hash))
-        });
+        writes.sort_unstable_by_key(|w| (SharedLedgerValues::of(w), w.source_identity_hash));
     }
     let statements = ledger_statements(&fresh)
         .map(|chunk| (chunk, OnExisting::Ignore))
