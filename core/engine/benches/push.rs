@@ -45,8 +45,14 @@ const ROUNDS: usize = 3;
 /// Added to every `$batch` in the second round.
 const LATENCY_MS: u64 = 50;
 
-#[tokio::main]
-async fn main() {
+/// On the runtime the `syncbridge` binary builds, so the figures are the binary's.
+fn main() {
+    syncbridge_async_runtime::build()
+        .expect("runtime")
+        .block_on(bench());
+}
+
+async fn bench() {
     let numbers: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

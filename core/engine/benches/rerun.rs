@@ -28,8 +28,14 @@ use syncbridge_store::with_pool;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
+/// On the runtime the `syncbridge` binary builds, so the figures are the binary's.
+fn main() {
+    syncbridge_async_runtime::build()
+        .expect("runtime")
+        .block_on(bench());
+}
+
+async fn bench() {
     let rows: i64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
