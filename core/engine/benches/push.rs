@@ -47,7 +47,7 @@ const LATENCY_MS: u64 = 50;
 
 /// On the runtime the `syncbridge` binary builds, so the figures are the binary's.
 fn main() {
-    syncbridge_async_runtime::build()
+    syncbridge_threads::runtime()
         .expect("runtime")
         .block_on(bench());
 }

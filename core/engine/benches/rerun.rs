@@ -30,7 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// On the runtime the `syncbridge` binary builds, so the figures are the binary's.
 fn main() {
-    syncbridge_async_runtime::build()
+    syncbridge_threads::runtime()
         .expect("runtime")
         .block_on(bench());
 }

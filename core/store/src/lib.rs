@@ -253,6 +253,14 @@ impl Drop for Checkpointer {
     }
 }
 
+/// The name sqlx gives each SQLite connection's thread (`sqlx-sqlite-worker-N`), as far as the
+/// system keeps it. Each time a meta-store connection opens, every such thread of the process
+/// is set to [`syncbridge_threads::BACKGROUND_NICE`]: a ledger transaction computes for tens of
+/// milliseconds, and the runtime's threads, which carry the requests to Graph, come first
+/// (`benches/push.rs`, BENCHMARKS.md). A SQLite source's threads running then are set too: their
+/// reads are bulk work as well.
+pub const SQLITE_CONNECTION_THREADS: &str = "sqlx-sqlite-";
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -302,6 +310,12 @@ impl Store {
         let open = |connections: u32| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
+                .after_connect(|_connection, _meta| {
+                    Box::pin(async {
+                        syncbridge_threads::yield_threads_named(SQLITE_CONNECTION_THREADS);
+                        Ok(())
+                    })
+                })
                 .connect_with(options.clone())
         };
         let opened = async { Ok::<_, sqlx::Error>((open(4).await?, open(1).await?)) };

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use syncbridge_async_runtime::{WORKER_SLICE, build, current_thread_slice};
+use syncbridge_threads::{WORKER_SLICE, current_thread_slice, runtime};
 
 /// Linux's version as (major, minor), from `/proc/sys/kernel/osrelease`.
 fn kernel() -> (u32, u32) {
@@ -30,7 +30,7 @@ fn nice() -> i32 {
 }
 
 fn on_a_worker<T: Send + 'static>(probe: fn() -> T) -> T {
-    let runtime = build().expect("runtime");
+    let runtime = runtime().expect("runtime");
     runtime.block_on(async {
         tokio::spawn(async move { probe() })
             .await
