@@ -261,6 +261,10 @@ struct Prepared {
     columns: Arc<[String]>,
 }
 
+/// The stack of a run's own thread: a main thread's, where the loop ran before it had a thread
+/// of its own.
+const RUN_THREAD_STACK: usize = 8 * 1024 * 1024;
+
 /// Writes dispatched to a target but not yet recorded, at most this many at once. Each is one
 /// list's share of a source batch; while they are under way the run reads, maps and plans the
 /// next batches, so memory stays bounded by `(WRITES_IN_FLIGHT + 1 + BATCHES_READ_AHEAD) ×
@@ -669,7 +673,64 @@ impl Engine {
     }
 
     /// Runs a definition once.
+    /// Runs the definition `name` once.
+    ///
+    /// On a multi-threaded runtime the run's loop (reading, mapping, hashing, planning, binding
+    /// ledger rows) runs on a thread of its own at background priority
+    /// ([`syncbridge_threads::yield_current_thread`]), while the tasks it starts (the writes to
+    /// the target, the source's read-ahead) run on the runtime's workers. The loop computes for
+    /// milliseconds per batch and can wait; the requests to the target are the run's critical
+    /// path (`benches/push.rs`: 0.81–0.83 of the minimal client against 0.76–0.79, BENCHMARKS.md).
+    /// Dropping the returned future stops the run as before: its loop is dropped on its thread.
     pub async fn run(&self, name: &str, options: &RunOptions) -> Result<RunReport, EngineError> {
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            // One thread runs everything: there is nothing to yield to.
+            return self.run_here(name, options).await;
+        }
+        let (engine, sync, options) = (self.clone(), name.to_owned(), options.clone());
+        let stop = CancellationToken::new();
+        let _stop_when_dropped = stop.clone().drop_guard();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let started = std::thread::Builder::new()
+            .name("syncbridge-run".into())
+            .stack_size(RUN_THREAD_STACK)
+            .spawn({
+                let sync = sync.clone();
+                move || {
+                    syncbridge_threads::yield_current_thread();
+                    let run = async {
+                        tokio::select! {
+                            report = engine.run_here(&sync, &options) => Some(report),
+                            () = stop.cancelled() => None,
+                        }
+                    };
+                    let run = Box::pin(tracing::Instrument::instrument(run, span));
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handle.block_on(run)
+                    }));
+                    let _ = answer.send(outcome);
+                }
+            });
+        let internal = |message: String| EngineError::Connector {
+            sync: sync.clone(),
+            error: ConnectorError::internal(message),
+        };
+        if let Err(error) = started {
+            return Err(internal(format!("cannot start the run's thread: {error}")));
+        }
+        match answered.await {
+            Ok(Ok(Some(report))) => report,
+            // Stopped only when this future is dropped, which then cannot see this.
+            Ok(Ok(None)) => Err(internal("the run was stopped".into())),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(internal("the run's thread ended without an answer".into())),
+        }
+    }
+
+    /// [`Self::run`] on the calling task.
+    async fn run_here(&self, name: &str, options: &RunOptions) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let def = self.definition(name).await?;
         if !def.is_enabled {

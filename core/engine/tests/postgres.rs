@@ -442,6 +442,75 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     );
 }
 
+/// On a multi-threaded runtime a run's loop runs on a thread of its own at background priority,
+/// so the runtime's workers (the writes to the target) come first; the run is otherwise the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_loops_on_a_thread_of_its_own_at_background_priority() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("run_thread") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 300) g;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let emulator = Emulator::start(
+        EmulatorConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("emulator");
+    let info = emulator.connection_info();
+    let text = format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        pg.name,
+        common::sharepoint(&info, &["Items"]),
+    );
+    let (store, key) = common::applied(&text).await;
+    let engine = common::engine(&store, &key);
+    engine.provision("items").await.expect("provision");
+
+    // The progress callback runs in the run's loop: it reports where that loop runs.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress: syncbridge_engine::run::ProgressFn = Arc::new({
+        let seen = seen.clone();
+        move |_| {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let nice = syncbridge_threads::thread_nice(None).expect("nice");
+            seen.lock().expect("seen").push((thread, nice));
+        }
+    });
+    let own_nice = syncbridge_threads::thread_nice(None).expect("nice");
+    let report = engine
+        .run(
+            "items",
+            &RunOptions {
+                batch_size: 100,
+                progress: Some(progress),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!((report.created, report.failed), (300, 0), "{report:?}");
+    assert_eq!(list_items(&emulator, "Items").len(), 300);
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 3, "one call a batch: {seen:?}");
+    let background = own_nice.map(|own| own.max(syncbridge_threads::BACKGROUND_NICE));
+    for (thread, nice) in seen {
+        assert_eq!(thread.as_deref(), Some("syncbridge-run"));
+        assert_eq!(nice, background);
+    }
+    // The caller's thread is left as it was.
+    assert_eq!(
+        syncbridge_threads::thread_nice(None).expect("nice"),
+        own_nice
+    );
+}
+
 /// The LSN cursor end to end: the first run snapshots the table through a new replication slot;
 /// later runs — each with a fresh engine, as after a restart — see exactly the inserts, updates
 /// and deletes committed since, once; the slot is advanced after each committed batch.

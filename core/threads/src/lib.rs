@@ -10,9 +10,10 @@
 //! - [`runtime`]'s workers ask the kernel for short time slices ([`WORKER_SLICE`]). Linux's
 //!   scheduler (EEVDF, since 6.6) runs a woken thread at once when its deadline comes first,
 //!   and a thread's deadline is its slice away.
-//! - [`yield_threads_named`] lowers the priority of bulk workers ([`BACKGROUND_NICE`]); the
-//!   meta-store applies it to SQLite's connection threads. They then take the cores the
-//!   network side leaves, which on a busy machine is most of them.
+//! - [`yield_threads_named`] and [`yield_current_thread`] lower the priority of bulk workers
+//!   ([`BACKGROUND_NICE`]): the meta-store applies it to SQLite's connection threads, the engine
+//!   to the thread that runs a run's loop. They then take the cores the network side leaves,
+//!   which on a busy machine is most of them.
 //!
 //! `benches/push.rs` in the engine measured each (BENCHMARKS.md). Linux reads the slice a
 //! thread asks for since 6.12 (`sched_setattr(2)`, `sched_runtime` for `SCHED_OTHER`) and clamps
@@ -61,6 +62,15 @@ pub fn yield_threads_named(prefix: &str) -> usize {
     nice::lower_threads_named(prefix, BACKGROUND_NICE)
 }
 
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (unless it is lower already), for
+/// a thread of its own that does bulk work. Threads it starts inherit the value. Failing costs
+/// only the scheduling advantage, so it is logged, not returned.
+pub fn yield_current_thread() {
+    if let Err(error) = nice::lower_current(BACKGROUND_NICE) {
+        tracing::debug!(%error, "cannot lower a thread's priority");
+    }
+}
+
 /// The nice value of this process's thread `tid`, or the calling thread's. `None` where the
 /// system has no per-thread nice value.
 pub fn thread_nice(tid: Option<u32>) -> std::io::Result<Option<i32>> {
@@ -85,6 +95,13 @@ mod nice {
     pub(super) fn get(tid: Option<u32>) -> io::Result<Option<i32>> {
         let pid = tid.map(pid).transpose()?;
         Ok(Some(getpriority_process(pid)?))
+    }
+
+    pub(super) fn lower_current(nice: i32) -> io::Result<()> {
+        if getpriority_process(None)? < nice {
+            setpriority_process(None, nice)?;
+        }
+        Ok(())
     }
 
     pub(super) fn lower_threads_named(prefix: &str, nice: i32) -> usize {
@@ -131,6 +148,10 @@ mod nice {
 
     pub(super) fn get(_tid: Option<u32>) -> io::Result<Option<i32>> {
         Ok(None)
+    }
+
+    pub(super) fn lower_current(_nice: i32) -> io::Result<()> {
+        Ok(())
     }
 
     pub(super) fn lower_threads_named(_prefix: &str, _nice: i32) -> usize {
