@@ -672,7 +672,6 @@ impl Engine {
             .collect())
     }
 
-    /// Runs a definition once.
     /// Runs the definition `name` once.
     ///
     /// On a multi-threaded runtime the run's loop (reading, mapping, hashing, planning, binding
@@ -680,7 +679,8 @@ impl Engine {
     /// ([`syncbridge_threads::yield_current_thread`]), while the tasks it starts (the writes to
     /// the target, the source's read-ahead) run on the runtime's workers. The loop computes for
     /// milliseconds per batch and can wait; the requests to the target are the run's critical
-    /// path (`benches/push.rs`: 0.81–0.83 of the minimal client against 0.76–0.79, BENCHMARKS.md).
+    /// path (`benches/push.rs`: a median of 0.81 of the minimal client against 0.77 with the loop
+    /// on the caller's thread, BENCHMARKS.md).
     /// Dropping the returned future stops the run as before: its loop is dropped on its thread.
     pub async fn run(&self, name: &str, options: &RunOptions) -> Result<RunReport, EngineError> {
         let handle = tokio::runtime::Handle::current();
