@@ -718,7 +718,11 @@ impl Engine {
             error: ConnectorError::internal(message),
         };
         if let Err(error) = started {
-            return Err(internal(format!("cannot start the run's thread: {error}")));
+            return Err(EngineError::Connector {
+                sync: sync.clone(),
+                error: ConnectorError::internal(format!("cannot start the run's thread: {error}"))
+                    .with_hint("the system refused a new thread: check the process's thread and memory limits (`ulimit -u`, `ulimit -v`)"),
+            });
         }
         match answered.await {
             Ok(Ok(Some(report))) => report,

@@ -54,12 +54,11 @@ pub fn current_thread_slice() -> std::io::Result<Option<Duration>> {
 }
 
 /// Lowers the priority of this process's threads whose name starts with `prefix` to
-/// [`BACKGROUND_NICE`] (a thread already lower is left alone), and returns how many threads it
-/// lowered. For threads a library starts without a hook into them, such as sqlx's SQLite
+/// [`BACKGROUND_NICE`] (a thread already lower is left alone). For threads a library starts without a hook into them, such as sqlx's SQLite
 /// connection threads: call it after the library started them. Failing costs only the
 /// scheduling advantage, so a thread that cannot be changed is logged and skipped.
-pub fn yield_threads_named(prefix: &str) -> usize {
-    nice::lower_threads_named(prefix, BACKGROUND_NICE)
+pub fn yield_threads_named(prefix: &str) {
+    nice::lower_threads_named(prefix, BACKGROUND_NICE);
 }
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (unless it is lower already), for
@@ -104,11 +103,10 @@ mod nice {
         Ok(())
     }
 
-    pub(super) fn lower_threads_named(prefix: &str, nice: i32) -> usize {
+    pub(super) fn lower_threads_named(prefix: &str, nice: i32) {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
+            return;
         };
-        let mut lowered = 0;
         for task in tasks.flatten() {
             let Some(tid) = task
                 .file_name()
@@ -123,22 +121,16 @@ mod nice {
             if !name.starts_with(prefix) {
                 continue;
             }
-            let result = pid(tid).and_then(|pid| {
-                if getpriority_process(Some(pid))? >= nice {
-                    return Ok(false);
+            let lowered = pid(tid).and_then(|pid| {
+                if getpriority_process(Some(pid))? < nice {
+                    setpriority_process(Some(pid), nice)?;
                 }
-                setpriority_process(Some(pid), nice)?;
-                Ok(true)
+                Ok(())
             });
-            match result {
-                Ok(true) => lowered += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::debug!(%error, tid, thread = name.trim(), "cannot lower a thread's priority");
-                }
+            if let Err(error) = lowered {
+                tracing::debug!(%error, tid, thread = name.trim(), "cannot lower a thread's priority");
             }
         }
-        lowered
     }
 }
 
@@ -154,9 +146,7 @@ mod nice {
         Ok(())
     }
 
-    pub(super) fn lower_threads_named(_prefix: &str, _nice: i32) -> usize {
-        0
-    }
+    pub(super) fn lower_threads_named(_prefix: &str, _nice: i32) {}
 }
 
 #[cfg(target_os = "linux")]

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use syncbridge_threads::{WORKER_SLICE, current_thread_slice, runtime};
+use syncbridge_threads::{WORKER_SLICE, current_thread_slice, runtime, thread_nice};
 
 /// Linux's version as (major, minor), from `/proc/sys/kernel/osrelease`.
 fn kernel() -> (u32, u32) {
@@ -16,17 +16,11 @@ fn kernel() -> (u32, u32) {
     (parts.next().expect("major"), parts.next().expect("minor"))
 }
 
-/// The calling thread's nice value: field 19 of `/proc/thread-self/stat`, counted after the
-/// command name (which may hold spaces) ends with `)`.
+/// The calling thread's nice value.
 fn nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-    let after_name = &stat[stat.rfind(')').expect("command name") + 2..];
-    after_name
-        .split(' ')
-        .nth(16)
-        .expect("nice field")
-        .parse()
-        .expect("nice value")
+    thread_nice(None)
+        .expect("getpriority")
+        .expect("Linux has one per thread")
 }
 
 fn on_a_worker<T: Send + 'static>(probe: fn() -> T) -> T {
