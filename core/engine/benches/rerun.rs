@@ -1,11 +1,13 @@
 //! A no-change rerun of a large PostgreSQL table, measured in the same run against
 //! `COPY (SELECT …) TO STDOUT` of the same rows (the least any full read can cost):
 //! - `FULL_SCAN`: every row is read and recognised unchanged by its fingerprint in the ledger's
-//!   digest saved by the previous run; nothing is written. The target: at most 2× the
+//!   digest saved by the previous run; nothing is written. The target: at most 2× the
 //!   `COPY`. Also measured: the same rerun when no digest is saved (it reads its digest from
 //!   the ledger, and maps and hashes every row).
 //! - `UPDATED_AT`: only rows changed since the cursor are read; with no change the run reads
-//!   nothing. The target: under one second.
+//!   nothing. The target: under one second.
+//! - Graph writes per row, counted by the emulator: none for the unchanged rows of all the
+//!   reruns above, and exactly one per changed row when one row in a thousand then changes.
 //!
 //! Setup pushes the table once into the emulator (the rerun needs a full ledger); it is not
 //! measured. `cargo bench -p syncbridge-engine --bench rerun -- [ROWS]` (default 1,000,000).
@@ -119,14 +121,20 @@ async fn bench() {
     let started = Instant::now();
     let initial = run(&engine).await;
     assert_eq!(initial.created, rows, "{initial:?}");
+    let pushed = GraphWrites::of(&emulator);
+    assert_eq!(pushed.items, rows as u64, "one create per row");
     println!(
-        "setup: initial push of {rows} rows in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "setup: initial push of {rows} rows in {:.1} s ({} item writes in {} $batch requests)",
+        started.elapsed().as_secs_f64(),
+        pushed.items,
+        pushed.batches
     );
 
     // The push noted each row's fingerprint: every rerun recognises the rows by it alone.
     // Each measured three times, the median kept: single runs of either vary by a third here.
     let mut copies = Vec::new();
+    // Rows the reruns below read and found unchanged, for the writes per unchanged row.
+    let mut unchanged_rows = 0;
     let mut fulls = Vec::new();
     for _ in 0..3 {
         let (copied, copy_secs) = copy_out(&pg.url).await;
@@ -137,6 +145,7 @@ async fn bench() {
         let full_secs = started.elapsed().as_secs_f64();
         fulls.push(full_secs);
         assert_eq!((full.processed, full.unchanged), (rows, rows), "{full:?}");
+        unchanged_rows += full.unchanged;
         let recognised = recognised(&store, &full).await;
         println!(
             "  COPY {copy_secs:.2} s, FULL_SCAN rerun {full_secs:.2} s ({recognised} rows recognised by fingerprint)"
@@ -155,6 +164,7 @@ async fn bench() {
     let from_ledger = run(&engine).await;
     let from_ledger_secs = started.elapsed().as_secs_f64();
     assert_eq!(from_ledger.unchanged, rows, "{from_ledger:?}");
+    unchanged_rows += from_ledger.unchanged;
 
     apply_cursor("{ strategy: UPDATED_AT, column: updated_at }").await;
     // The first run with the new cursor reads everything once and commits a position.
@@ -162,6 +172,7 @@ async fn bench() {
     let first = run(&engine).await;
     let first_secs = started.elapsed().as_secs_f64();
     assert_eq!(first.unchanged, rows, "{first:?}");
+    unchanged_rows += first.unchanged;
     let started = Instant::now();
     let incremental = run(&engine).await;
     let incremental_secs = started.elapsed().as_secs_f64();
@@ -170,6 +181,22 @@ async fn bench() {
         0,
         "{incremental:?}"
     );
+    unchanged_rows += incremental.unchanged;
+    // Six reruns since the push, every row they read unchanged: what they sent to Graph.
+    let unchanged_writes = GraphWrites::of(&emulator).since(pushed);
+
+    // One row in a thousand changes; the UPDATED_AT rerun reads those and writes each once.
+    let changed = sqlx::query(
+        "UPDATE items SET name = name || ' (edited)', updated_at = now() WHERE id % 1000 = 0",
+    )
+    .execute(&mut db)
+    .await
+    .expect("changes")
+    .rows_affected();
+    let before = GraphWrites::of(&emulator);
+    let edited = run(&engine).await;
+    assert_eq!(edited.updated, changed as i64, "{edited:?}");
+    let changed_writes = GraphWrites::of(&emulator).since(before);
 
     println!("no-change rerun of {rows} rows:");
     println!("  COPY … TO STDOUT:          {copy_secs:>7.2} s  (median of 3)");
@@ -188,6 +215,46 @@ async fn bench() {
         "  UPDATED_AT rerun:          {incremental_secs:>7.3} s  ({} rows read; target < 1 s)",
         incremental.processed
     );
+    println!("Graph writes (creates, updates, deletes, inside `$batch` too):");
+    println!(
+        "  per unchanged row:         {:>7.3}    ({} for {unchanged_rows} unchanged rows read by six reruns; target 0)",
+        unchanged_writes.items as f64 / unchanged_rows as f64,
+        unchanged_writes.items
+    );
+    println!(
+        "  per changed row:           {:>7.3}    ({} for {changed} rows changed, in {} $batch requests; target 1)",
+        changed_writes.items as f64 / changed as f64,
+        changed_writes.items,
+        changed_writes.batches
+    );
+}
+
+/// What the emulator has been sent so far: item writes (each request inside a `$batch` counts)
+/// and `$batch` requests.
+#[derive(Debug, Clone, Copy)]
+struct GraphWrites {
+    items: u64,
+    batches: u64,
+}
+
+impl GraphWrites {
+    fn of(emulator: &syncbridge_graph_emulator::RunningEmulator) -> Self {
+        let counts = emulator.counts();
+        Self {
+            items: ["item.create", "item.update", "item.delete"]
+                .iter()
+                .map(|kind| counts.kind(kind))
+                .sum(),
+            batches: counts.kind("batch"),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            items: self.items - before.items,
+            batches: self.batches - before.batches,
+        }
+    }
 }
 
 async fn run(engine: &Engine) -> RunReport {
