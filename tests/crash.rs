@@ -101,12 +101,9 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
     }
     tx.commit().await.expect("commit");
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config(&emulator, &source_path)).expect("config");
     let store = format!("sqlite://{}", dir.path().join("meta.db").display());

@@ -27,12 +27,9 @@ async fn the_postgres_example_runs_unchanged_with_addresses_from_the_environment
     .await
     .expect("projects");
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = format!("sqlite://{}", dir.path().join("meta.db").display());

@@ -78,9 +78,7 @@ async fn sigterm_finishes_the_writes_in_flight_and_a_second_signal_stops_at_once
     let mut config = EmulatorConfig::default();
     config.faults.latency_ms = 30;
     config.faults.kinds = vec!["batch".into()];
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("emulator");
+    let emulator = Emulator::start_local(config).await.expect("emulator");
     let example =
         std::fs::read_to_string(support::repo_root().join("examples/local-emulator.yaml"))
             .expect("example");

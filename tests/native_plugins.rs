@@ -116,12 +116,9 @@ async fn a_csv_plugin_source_syncs_to_the_emulator() {
         "id,name,budget\n1,Alpha,10.50\n2,Beta,7\n3,Gamma,\n",
     )
     .expect("csv");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let config = format!(
         "version: 1
@@ -144,7 +141,7 @@ databases:
       - {{ source: budget, target: Budget, target_type: currency }}
 ",
         data = data.display(),
-        sharepoint = support::sharepoint_section(&info, &["Projects"]),
+        sharepoint = info.config_section("emulator", &["Projects"]),
     );
     let config_path = root.path().join("csv.yaml");
     std::fs::write(&config_path, config).expect("config");

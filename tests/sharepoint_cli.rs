@@ -41,12 +41,9 @@ async fn setup(dir: &Path) -> std::path::PathBuf {
 async fn a_wrong_client_secret_exits_3_with_the_aadsts_code_and_never_the_secret() {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = setup(dir.path()).await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let secret = "not-the-secret-4f9a2c";
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config(&emulator, &source, secret)).expect("config");
@@ -78,12 +75,9 @@ async fn a_wrong_client_secret_exits_3_with_the_aadsts_code_and_never_the_secret
 async fn discover_and_changes_from_the_command_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = setup(dir.path()).await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let config_path = dir.path().join("config.yaml");
     std::fs::write(
         &config_path,

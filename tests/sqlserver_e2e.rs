@@ -43,12 +43,9 @@ async fn a_tds_table_syncs_to_the_emulator_with_change_tracking() {
     db.enable_change_tracking("dbo", "projects")
         .expect("tracking");
     let server = TdsServer::start(db).await.expect("TDS server");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!(
@@ -79,7 +76,7 @@ databases:
       - {{ source: started_on, target: StartedOn, target_type: dateTime }}
 ",
         port = server.address().port(),
-        sharepoint = support::sharepoint_section(&info, &["Projects"]),
+        sharepoint = info.config_section("emulator", &["Projects"]),
     );
     let config_path = dir.path().join("sqlserver.yaml");
     std::fs::write(&config_path, config).expect("config");

@@ -27,12 +27,9 @@ async fn wasm_transform_and_sharding_and_a_swapped_module() {
     .await
     .expect("projects");
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let dir = tempfile::tempdir().expect("temp dir");
     let plugins = dir.path().join("plugins");
@@ -67,7 +64,7 @@ databases:
 ",
         url = pg.url,
         database = pg.name,
-        sharepoint = support::sharepoint_section(&info, &["Active", "Closed", "Archived"]),
+        sharepoint = info.config_section("emulator", &["Active", "Closed", "Archived"]),
     );
     let config_path = dir.path().join("wasm.yaml");
     std::fs::write(&config_path, config).expect("config");
@@ -179,12 +176,9 @@ async fn a_hostile_rule_costs_its_rows_and_the_run_goes_on() {
     .execute(&mut db)
     .await
     .expect("people");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).expect("plugin dir");
@@ -211,7 +205,7 @@ databases:
       - {{ source: probe, target: Probe, transform: 'wasm:hostile.wasm#read_file' }}
 ",
         db = source.display(),
-        sharepoint = support::sharepoint_section(&info, &["People"]),
+        sharepoint = info.config_section("emulator", &["People"]),
     );
     let config_path = dir.path().join("people.yaml");
     std::fs::write(&config_path, config).expect("config");

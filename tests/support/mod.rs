@@ -57,25 +57,6 @@ pub fn wasm_guests() -> Option<&'static std::path::Path> {
         .as_deref()
 }
 
-/// The `sharepoint:` section of a config: one connection named `emulator` with these lists.
-pub fn sharepoint_section(
-    info: &syncbridge_graph_emulator::ConnectionInfo,
-    lists: &[&str],
-) -> String {
-    let lists: Vec<String> = lists.iter().map(|l| format!("{{ name: {l} }}")).collect();
-    format!(
-        "sharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{}]\n",
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
-        lists.join(", ")
-    )
-}
-
 /// The `Title` of every item of the emulator's list named `list`, sorted.
 pub fn list_titles(
     emulator: &syncbridge_graph_emulator::RunningEmulator,

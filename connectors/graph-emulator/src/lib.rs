@@ -65,6 +65,31 @@ pub struct ConnectionInfo {
     pub site_path: String,
 }
 
+impl ConnectionInfo {
+    /// The `sharepoint:` section of a SyncBridge config with one connection, named `name`, to
+    /// this emulator's site and these lists. Values are quoted (JSON strings are YAML strings),
+    /// so any secret or path reads back as written.
+    pub fn config_section(&self, name: &str, lists: &[&str]) -> String {
+        let quoted = |value: &str| serde_json::Value::from(value).to_string();
+        let lists: Vec<String> = lists
+            .iter()
+            .map(|list| format!("{{ name: {} }}", quoted(list)))
+            .collect();
+        format!(
+            "sharepoint:\n  - name: {}\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{}]\n",
+            quoted(name),
+            quoted(&self.tenant_id),
+            quoted(&self.client_id),
+            quoted(&self.client_secret),
+            quoted(&self.authority_host),
+            quoted(&self.base_url),
+            quoted(&self.site_hostname),
+            quoted(&self.site_path),
+            lists.join(", ")
+        )
+    }
+}
+
 /// Starts emulators.
 #[derive(Debug)]
 pub struct Emulator;
@@ -89,6 +114,12 @@ impl std::fmt::Debug for Graph {
 type Shared = Arc<Mutex<Graph>>;
 
 impl Emulator {
+    /// [`Emulator::start`] on a free port of 127.0.0.1, as the quickstart, the tests and the
+    /// benches run it: nothing else on the machine can reach it, and runs never collide.
+    pub async fn start_local(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorError> {
+        Self::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
     /// Binds `addr` (port 0 picks a free port) and serves on a thread of its own, with its own
     /// runtime: the emulator's timing (arrival of requests, `Retry-After` bookkeeping) does not
     /// depend on how busy the caller's runtime is.
@@ -615,5 +646,42 @@ fn admin_request(graph: &Shared, method: &str, path: &str, body: &[u8]) -> Respo
             "itemNotFound",
             "Unknown admin endpoint; see GET /_emulator/counts, /state, /config and POST /reset, /faults, /throttle, /behaviour, /reset-delta, /expire-tokens",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionInfo;
+
+    /// Values YAML would otherwise read as something else (a comment, a mapping, a quote, a
+    /// number) come back as written.
+    #[test]
+    fn the_config_section_reads_back_as_written() {
+        let info = ConnectionInfo {
+            base_url: "http://127.0.0.1:4000/v1.0".into(),
+            token_url: String::new(),
+            authority_host: "http://127.0.0.1:4000".into(),
+            tenant_id: "00000000-0000-0000-0000-000000000001".into(),
+            client_id: "12345".into(),
+            client_secret: "s3cr#t: \"with' quotes\\ and # more".into(),
+            site_hostname: "contoso.sharepoint.com".into(),
+            site_path: "/sites/demo".into(),
+        };
+        let text = info.config_section("my emulator", &["Items", "Closed: 2024"]);
+        let read: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+        let connection = &read["sharepoint"][0];
+        assert_eq!(connection["name"], "my emulator");
+        assert_eq!(connection["tenant_id"], info.tenant_id.as_str());
+        assert_eq!(connection["client_id"], "12345", "a string, not a number");
+        assert_eq!(connection["client_secret"], info.client_secret.as_str());
+        assert_eq!(connection["authority_host"], info.authority_host.as_str());
+        assert_eq!(connection["graph_base_url"], info.base_url.as_str());
+        let site = &connection["sites"][0];
+        assert_eq!(site["hostname"], info.site_hostname.as_str());
+        assert_eq!(site["path"], info.site_path.as_str());
+        assert_eq!(
+            site["lists"],
+            serde_json::json!([{ "name": "Items" }, { "name": "Closed: 2024" }])
+        );
     }
 }

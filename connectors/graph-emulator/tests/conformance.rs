@@ -13,9 +13,7 @@ struct Client {
 }
 
 async fn start(config: EmulatorConfig) -> Client {
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("starts");
+    let emulator = Emulator::start_local(config).await.expect("starts");
     let http = reqwest::Client::new();
     let info = emulator.connection_info();
     let token: Value = http
@@ -1463,7 +1461,7 @@ async fn the_example_config_loads_with_its_pre_created_list() {
     )
     .expect("write");
     let config = EmulatorConfig::from_file(&bad).expect("parses");
-    let error = Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
+    let error = Emulator::start_local(config)
         .await
         .expect_err("a list body Graph refuses");
     assert!(

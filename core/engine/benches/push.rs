@@ -75,31 +75,24 @@ async fn bench() {
         .expect("rows");
     }
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let sync = |name: &str, table: &str, list: &str| {
         format!(
             "  - name: {name}\n    source: {{ database: pg, table: public.{table} }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: {list} }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: amount, target: Amount }}\n      - {{ source: due, target: Due }}\n"
         )
     };
+    let lists: Vec<String> = (1..=ROUNDS)
+        .flat_map(|round| [format!("Items{round}"), format!("Baseline{round}")])
+        .chain(["SlowItems".to_owned(), "SlowBaseline".to_owned()])
+        .collect();
+    let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
     let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{}{{ name: SlowItems }}, {{ name: SlowBaseline }}]\nsyncs:\n{}{}{}",
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n{}{}{}",
         pg.name,
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
-        (1..=ROUNDS)
-            .map(|round| format!("{{ name: Items{round} }}, {{ name: Baseline{round} }}, "))
-            .collect::<String>(),
+        info.config_section("emulator", &lists),
         // The baseline lists are provisioned by syncs of their own, which never run.
         (1..=ROUNDS)
             .map(|round| {

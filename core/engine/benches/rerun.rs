@@ -62,24 +62,15 @@ async fn bench() {
     .await
     .expect("rows");
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let config_text = |cursor: &str| {
         format!(
-            "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\nsharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{{ name: Items }}]\nsyncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {cursor}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: amount, target: Amount }}\n      - {{ source: due, target: Due }}\n",
+            "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {cursor}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: amount, target: Amount }}\n      - {{ source: due, target: Due }}\n",
             pg.name,
-            info.tenant_id,
-            info.client_id,
-            info.client_secret,
-            info.authority_host,
-            info.base_url,
-            info.site_hostname,
-            info.site_path,
+            info.config_section("emulator", &["Items"]),
         )
     };
     let store = TestStore::sqlite().await;

@@ -61,12 +61,9 @@ async fn fixture_keyed(store: &TestStore, rows: i64, mode: &str, key: &str) -> F
         sql.push_str(&format!("INSERT INTO projects VALUES ({id}, 'P{id}', 'Active', '1.00', '2025-01-01', NULL, '2026-01-01 00:00:{:02}');", id % 60));
     }
     execute(&source, &sql).await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local-emulator.yaml"),
     )

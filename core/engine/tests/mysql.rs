@@ -50,17 +50,14 @@ async fn a_mariadb_table_syncs_edits_and_resyncs() {
     }
     db.execute(&sql);
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: products\n    source: {{ database: shop, table: products }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Products }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: price, target: Price }}\n      - {{ source: active, target: Active }}\n      - {{ source: added, target: Added }}\n",
         db.name,
-        common::sharepoint(&info, &["Products"]),
+        info.config_section("emulator", &["Products"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -138,18 +135,15 @@ async fn a_run_fails_over_to_the_next_instance_when_one_goes_away() {
     }
     db.execute(&sql);
     let relay = TcpRelay::start("127.0.0.1:3306").await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: root, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 3306, user: root, priority: 2 }}\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
         relay.port,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -208,17 +202,14 @@ async fn updated_at_under_concurrent_writers_loses_nothing() {
         ));
     }
     db.execute(&sql);
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: work\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: tasks\n    source: {{ database: work, table: tasks }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: UPDATED_AT, column: changed, look_back_seconds: 60 }}\n    targets: [{{ name: t, connection: emulator, list: Tasks }}]\n    mappings:\n      - {{ source: name, target: Title }}\n",
         db.name,
-        common::sharepoint(&info, &["Tasks"]),
+        info.config_section("emulator", &["Tasks"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -291,17 +282,14 @@ async fn binlog_captures_inserts_updates_and_deletes_once_across_restarts() {
         "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL);
          INSERT INTO items VALUES (1, 'item 1'), (2, 'item 2'), (3, 'item 3'), (4, 'item 4'), (5, 'item 5');",
     );
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = || common::engine(&store, &key);
@@ -422,17 +410,14 @@ async fn binlog_snapshot_hands_over_to_the_stream_without_losing_writes() {
         sql.push_str(&format!("INSERT INTO items VALUES ({i}, 'item {i}');"));
     }
     db.execute(&sql);
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: shop\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: items\n    source: {{ database: shop, table: items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         db.name,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -492,17 +477,14 @@ async fn zero_dates_are_read_as_null_with_an_event() {
          CREATE TABLE events (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, happened DATE);
          INSERT INTO events VALUES (1, 'real', '2024-05-01'), (2, 'zero', '0000-00-00'), (3, 'none', NULL);",
     );
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: cal\n    application: app\n    type: mysql\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 3306, user: root }}]\n{}syncs:\n  - name: events\n    source: {{ database: cal, table: events }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Events }}]\n    mappings:\n      - {{ source: name, target: Title }}\n      - {{ source: happened, target: Happened }}\n",
         db.name,
-        common::sharepoint(&info, &["Events"]),
+        info.config_section("emulator", &["Events"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);

@@ -44,7 +44,7 @@ fn config(emulator: &RunningEmulator, database: &str) -> String {
     };
     format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n{}{}{}{}",
-        common::sharepoint(&info, &["ByPk", "ByColumns", "ByUnique", "ByHash"]),
+        info.config_section("emulator", &["ByPk", "ByColumns", "ByUnique", "ByHash"]),
         sync(
             "pk",
             "public.projects",
@@ -95,12 +95,9 @@ async fn every_key_strategy_from_postgres() {
     .expect("tables");
 
     let store = TestStore::sqlite().await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let key = Arc::new(
         MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
     );
@@ -195,12 +192,9 @@ async fn introspection_fills_the_inventory_idempotently() {
     .await
     .expect("tables");
     for store in TestStore::all().await {
-        let emulator = Emulator::start(
-            EmulatorConfig::default(),
-            "127.0.0.1:0".parse().expect("address"),
-        )
-        .await
-        .expect("emulator");
+        let emulator = Emulator::start_local(EmulatorConfig::default())
+            .await
+            .expect("emulator");
         let key = Arc::new(
             MasterKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").expect("key"),
         );
@@ -272,12 +266,9 @@ async fn provisioning_follows_the_table_schema_and_is_idempotent() {
     .execute(&mut db)
     .await
     .expect("schema");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let columns = [
         "label", "notes", "price", "qty", "active", "due", "seen", "stage",
@@ -296,7 +287,7 @@ async fn provisioning_follows_the_table_schema_and_is_idempotent() {
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{}]\n",
         pg.name,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
         mappings.join(", "),
     );
     let (store, key) = common::applied(&text).await;
@@ -376,18 +367,15 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
     .await
     .expect("rows");
     let relay = syncbridge_store::testing::TcpRelay::start("127.0.0.1:5432").await;
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances:\n      - {{ label: first, host: 127.0.0.1, port: {}, user: postgres, priority: 1 }}\n      - {{ label: second, host: 127.0.0.1, port: 5432, user: postgres, priority: 2 }}\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         pg.name,
         relay.port,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -457,17 +445,14 @@ async fn a_run_loops_on_a_thread_of_its_own_at_background_priority() {
     .execute(&mut db)
     .await
     .expect("rows");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: FULL_SCAN }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         pg.name,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = common::engine(&store, &key);
@@ -540,17 +525,14 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     .await
     .expect("rows");
     let slot = format!("sbtest_{}", &pg.name[pg.name.len() - 12..]);
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let text = format!(
         "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN, slot: {slot} }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
         pg.name,
-        common::sharepoint(&info, &["Items"]),
+        info.config_section("emulator", &["Items"]),
     );
     let (store, key) = common::applied(&text).await;
     let engine = || common::engine(&store, &key);
@@ -695,12 +677,9 @@ async fn full_reads_recognise_unchanged_rows_by_their_fingerprint() {
     .execute(&mut db)
     .await
     .expect("table");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("emulator");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
     let info = emulator.connection_info();
     let config = |title_rule: &str| {
         let sync = |name: &str, targets: &str| {
@@ -716,8 +695,8 @@ async fn full_reads_recognise_unchanged_rows_by_their_fingerprint() {
         format!(
             "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n{}{}{}",
             pg.name,
-            common::sharepoint(
-                &info,
+            info.config_section(
+                "emulator",
                 &[
                     "Plain",
                     "RoutedClosed",

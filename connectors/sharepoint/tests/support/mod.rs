@@ -7,7 +7,7 @@ use syncbridge_sharepoint::SharePointConfig;
 
 /// The emulator, started on a free local port.
 pub async fn emulator(config: EmulatorConfig) -> RunningEmulator {
-    Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
+    Emulator::start_local(config)
         .await
         .expect("emulator starts")
 }

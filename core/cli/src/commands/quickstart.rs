@@ -83,14 +83,9 @@ pub async fn run(global: &GlobalArgs, args: &QuickstartArgs) -> Result<Exit, Cli
         args.rows
     ));
 
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| CliError::internal("address"))?,
-    )
-    .await
-    .map_err(|e| CliError::internal(e.to_string()))?;
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .map_err(|e| CliError::internal(e.to_string()))?;
     let info = emulator.connection_info();
     say(format!(
         "2. started the Graph emulator at {}",

@@ -43,22 +43,6 @@ pub fn engine(store: &TestStore, key: &Arc<MasterKey>) -> Engine {
     Engine::new((**store).clone(), Arc::new(registry), Some(key.clone()))
 }
 
-/// The `sharepoint:` section of a config: one connection to `emulator` with these lists.
-pub fn sharepoint(info: &syncbridge_graph_emulator::ConnectionInfo, lists: &[&str]) -> String {
-    let lists: Vec<String> = lists.iter().map(|l| format!("{{ name: {l} }}")).collect();
-    format!(
-        "sharepoint:\n  - name: emulator\n    tenant_id: {}\n    client_id: {}\n    client_secret: {}\n    authority_host: {}\n    graph_base_url: {}\n    sites:\n      - hostname: {}\n        path: {}\n        lists: [{}]\n",
-        info.tenant_id,
-        info.client_id,
-        info.client_secret,
-        info.authority_host,
-        info.base_url,
-        info.site_hostname,
-        info.site_path,
-        lists.join(", ")
-    )
-}
-
 /// The events `report`'s run recorded: `(severity, event_type, message)`, oldest first.
 pub async fn run_events(
     store: &TestStore,
