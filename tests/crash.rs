@@ -81,10 +81,15 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
         .execute(&mut db)
         .await
         .expect("table");
+    // Closed a month ago: in "Closed Projects" (closed within 365 days), however far from the
+    // 365-day boundary the test runs.
+    let closed_on = (chrono::Utc::now() - chrono::Duration::days(30))
+        .date_naive()
+        .to_string();
     let mut tx = db.begin().await.expect("tx");
     for id in 1..=ROWS {
         let status = ["Active", "Closed", "On hold"][(id % 3) as usize];
-        let ended = (status == "Closed").then_some("2026-11-01");
+        let ended = (status == "Closed").then_some(closed_on.as_str());
         sqlx::query("INSERT INTO projects VALUES ($1, $2, $3, '10.00', '2025-01-01', $4, $5)")
             .bind(id)
             .bind(format!("Project {id}"))
