@@ -14,6 +14,15 @@ fn quickstart_ends_with_every_list_matching_the_source() {
         .arg(dir.path()));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "quickstart failed: {stderr}");
+    // Its log lines reach a pipe here, so they come without a terminal's colour codes.
+    assert!(
+        stderr.contains("created a new master key file"),
+        "the quickstart logs the key it creates: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in logs written to a pipe: {stderr:?}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON document");
     assert_eq!(summary["first_run"]["created"], 600, "{summary}");

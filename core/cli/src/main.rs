@@ -63,12 +63,18 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
 }
 
 /// Logs go to stderr (stdout is for results and `--json`), filtered by `RUST_LOG` (default
-/// `info`), as text or one JSON object per line.
+/// `info`), as text or one JSON object per line. Text is coloured only for a terminal: a pipe,
+/// a file or the journal gets plain lines, and so does anyone who sets `NO_COLOR`
+/// (no-color.org).
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
