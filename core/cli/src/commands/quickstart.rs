@@ -288,7 +288,8 @@ async fn build_table(path: &Path, rows: usize) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Updates, status changes, deletes and inserts, each stamping `updated_at`.
+/// Updates, status changes, deletes and inserts, each stamping `updated_at`. Each touches rows
+/// the others leave alone, so every count shows again, unchanged, in the run that follows.
 async fn edit_source(path: &Path) -> Result<Edits, CliError> {
     let mut db = connect(path).await?;
     let now = timestamp(Utc::now());
@@ -305,18 +306,19 @@ async fn edit_source(path: &Path) -> Result<Edits, CliError> {
         updated,
         ..Edits::default()
     };
-    edits.moved = sqlx::query("UPDATE projects SET status = 'Closed', ended_on = $2, updated_at = $1 WHERE id % 97 = 0 AND status = 'Active'")
+    edits.moved = sqlx::query("UPDATE projects SET status = 'Closed', ended_on = $2, updated_at = $1 WHERE id % 97 = 0 AND id % 50 <> 0 AND status = 'Active'")
         .bind(&now)
         .bind(&today)
         .execute(&mut db)
         .await
         .map_err(internal("closing projects"))?
         .rows_affected();
-    edits.deleted = sqlx::query("DELETE FROM projects WHERE id % 101 = 0")
-        .execute(&mut db)
-        .await
-        .map_err(internal("deleting projects"))?
-        .rows_affected();
+    edits.deleted =
+        sqlx::query("DELETE FROM projects WHERE id % 101 = 0 AND id % 50 <> 0 AND id % 97 <> 0")
+            .execute(&mut db)
+            .await
+            .map_err(internal("deleting projects"))?
+            .rows_affected();
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM projects")
         .fetch_one(&mut db)
         .await
