@@ -10,7 +10,9 @@ use support::{run, syncbridge};
 fn quickstart_ends_with_every_list_matching_the_source() {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = run(syncbridge()
-        .args(["--json", "quickstart", "--rows", "600", "--dir"])
+        // The default size, where the edits' rows would overlap (ids divisible by 50 and 97,
+        // 50 and 101, 97 and 101) had the edits not kept them apart.
+        .args(["--json", "quickstart", "--rows", "10000", "--dir"])
         .arg(dir.path()));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "quickstart failed: {stderr}");
@@ -25,7 +27,7 @@ fn quickstart_ends_with_every_list_matching_the_source() {
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON document");
-    assert_eq!(summary["first_run"]["created"], 600, "{summary}");
+    assert_eq!(summary["first_run"]["created"], 10000, "{summary}");
     assert_eq!(summary["first_run"]["failed"], 0);
     let edits = &summary["edits"];
     let incremental = &summary["incremental_run"];
