@@ -10,6 +10,10 @@ use support::{run, syncbridge};
 fn quickstart_ends_with_every_list_matching_the_source() {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = run(syncbridge()
+        // Text logs at info, colour left to the binary: the checks below see what it decides.
+        .env_remove("NO_COLOR")
+        .env_remove("SYNCBRIDGE_LOG_FORMAT")
+        .env("RUST_LOG", "info")
         // The default size, where the edits' rows would overlap (ids divisible by 50 and 97,
         // 50 and 101, 97 and 101) had the edits not kept them apart.
         .args(["--json", "quickstart", "--rows", "10000", "--dir"])
@@ -64,4 +68,24 @@ fn quickstart_ends_with_every_list_matching_the_source() {
         !text.contains("demo-client-secret"),
         "status shows no secret"
     );
+}
+
+/// With 101 rows the last row is one the edits delete: the rows inserted after it take new ids,
+/// so each is created, and the delete is found (a new row once took the deleted row's id).
+#[test]
+fn quickstart_inserts_never_reuse_a_deleted_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = run(syncbridge()
+        .args(["--json", "quickstart", "--rows", "101", "--dir"])
+        .arg(dir.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "quickstart failed: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(summary["edits"]["deleted"], 1, "{summary}");
+    assert_eq!(
+        summary["incremental_run"]["created"], summary["edits"]["inserted"],
+        "{summary}"
+    );
+    assert_eq!(summary["full_run"]["deleted"], 1, "{summary}");
 }

@@ -24,7 +24,7 @@ async fn main() {
     let clients = args.get(1).copied().unwrap_or(4).max(1);
     let http = reqwest::Client::new();
 
-    let emulator = Emulator::start(EmulatorConfig::default(), loopback())
+    let emulator = Emulator::start_local(EmulatorConfig::default())
         .await
         .expect("the emulator starts");
     let info = emulator.connection_info();

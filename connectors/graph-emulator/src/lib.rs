@@ -1,7 +1,8 @@
 //! A local emulator of the Microsoft Graph v1.0 endpoints SyncBridge uses for SharePoint lists:
 //! the client-credentials token endpoint, sites, lists, columns, list items with `$expand`,
 //! `$filter`, `$top` and paging, `$batch`, resource-unit throttling with `Retry-After`, and
-//! deterministic fault injection. Tests start it in process on `127.0.0.1:0`; users run it as
+//! deterministic fault injection. Tests start it in process with [`Emulator::start_local`] and
+//! point a config at it with [`ConnectionInfo::config_section`]; users run it as
 //! `syncbridge emulator`.
 //!
 //! It is the test double that judges the SharePoint connector, so it shares no code with it and
@@ -67,10 +68,11 @@ pub struct ConnectionInfo {
 
 impl ConnectionInfo {
     /// The `sharepoint:` section of a SyncBridge config with one connection, named `name`, to
-    /// this emulator's site and these lists. Values are quoted (JSON strings are YAML strings),
-    /// so any secret or path reads back as written.
+    /// this emulator's site and these lists. Every value is a double-quoted YAML string, so a
+    /// secret or path with `#`, `: `, quotes or control characters reads back as written (a
+    /// `${…}` in it is still a reference to the config loader, as anywhere in a config).
     pub fn config_section(&self, name: &str, lists: &[&str]) -> String {
-        let quoted = |value: &str| serde_json::Value::from(value).to_string();
+        let quoted = |value: &str| yaml_quoted(value);
         let lists: Vec<String> = lists
             .iter()
             .map(|list| format!("{{ name: {} }}", quoted(list)))
@@ -88,6 +90,28 @@ impl ConnectionInfo {
             lists.join(", ")
         )
     }
+}
+
+/// `value` as a YAML double-quoted string. Quotes and backslashes are escaped, and so is every
+/// character YAML does not allow raw in a document (control characters, DEL, U+FFFE, U+FFFF) or
+/// reads as a line break (U+0085, U+2028, U+2029).
+fn yaml_quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{FFFE}' | '\u{FFFF}') =>
+            {
+                out.push_str(&format!("\\u{:04X}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Starts emulators.
@@ -115,7 +139,7 @@ type Shared = Arc<Mutex<Graph>>;
 
 impl Emulator {
     /// [`Emulator::start`] on a free port of 127.0.0.1, as the quickstart, the tests and the
-    /// benches run it: nothing else on the machine can reach it, and runs never collide.
+    /// benches run it: nothing off the machine can reach it, and runs never collide.
     pub async fn start_local(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorError> {
         Self::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
@@ -654,7 +678,7 @@ mod tests {
     use super::ConnectionInfo;
 
     /// Values YAML would otherwise read as something else (a comment, a mapping, a quote, a
-    /// number) come back as written.
+    /// number, a line break) or refuse (control characters) come back as written.
     #[test]
     fn the_config_section_reads_back_as_written() {
         let info = ConnectionInfo {
@@ -663,7 +687,9 @@ mod tests {
             authority_host: "http://127.0.0.1:4000".into(),
             tenant_id: "00000000-0000-0000-0000-000000000001".into(),
             client_id: "12345".into(),
-            client_secret: "s3cr#t: \"with' quotes\\ and # more".into(),
+            client_secret:
+                "s3cr#t: \"with' quotes\\ and # more\n\ttab \u{7f}\u{85}\u{9f}\u{2028}\u{fffe} end"
+                    .into(),
             site_hostname: "contoso.sharepoint.com".into(),
             site_path: "/sites/demo".into(),
         };

@@ -38,7 +38,7 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Log line format on stderr (text is coloured only on a terminal, and not with NO_COLOR set).
+    /// Log line format on stderr (text is coloured only on a terminal, and not when NO_COLOR is set to a non-empty value).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SYNCBRIDGE_LOG_FORMAT")]
     pub log_format: LogFormat,
 }

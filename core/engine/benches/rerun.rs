@@ -6,8 +6,9 @@
 //!   the ledger, and maps and hashes every row).
 //! - `UPDATED_AT`: only rows changed since the cursor are read; with no change the run reads
 //!   nothing. The target: under one second.
-//! - Graph writes per row, counted by the emulator: none for the unchanged rows of all the
-//!   reruns above, and exactly one per changed row when one row in a thousand then changes.
+//! - Graph writes per row, counted by the emulator (and asserted): none for the unchanged rows
+//!   of all the reruns above, and exactly one per changed row when one row in a thousand then
+//!   changes.
 //!
 //! Setup pushes the table once into the emulator (the rerun needs a full ledger); it is not
 //! measured. `cargo bench -p syncbridge-engine --bench rerun -- [ROWS]` (default 1,000,000).
@@ -178,7 +179,7 @@ async fn bench() {
 
     // One row in a thousand changes; the UPDATED_AT rerun reads those and writes each once.
     let changed = sqlx::query(
-        "UPDATE items SET name = name || ' (edited)', updated_at = now() WHERE id % 1000 = 0",
+        "UPDATE items SET name = name || ' (edited)', updated_at = now() WHERE id % 1000 = 1",
     )
     .execute(&mut db)
     .await
@@ -188,6 +189,9 @@ async fn bench() {
     let edited = run(&engine).await;
     assert_eq!(edited.updated, changed as i64, "{edited:?}");
     let changed_writes = GraphWrites::of(&emulator).since(before);
+    // Counts, not timings: a wrong one is a bug, whatever the machine.
+    assert_eq!(unchanged_writes.items, 0, "no write for an unchanged row");
+    assert_eq!(changed_writes.items, changed, "one write per changed row");
 
     println!("no-change rerun of {rows} rows:");
     println!("  COPY … TO STDOUT:          {copy_secs:>7.2} s  (median of 3)");

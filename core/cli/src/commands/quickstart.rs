@@ -289,7 +289,8 @@ async fn build_table(path: &Path, rows: usize) -> Result<(), CliError> {
 }
 
 /// Updates, status changes, deletes and inserts, each stamping `updated_at`. Each touches rows
-/// the others leave alone, so every count shows again, unchanged, in the run that follows.
+/// the others leave alone, so every count shows again in the runs that follow (the deletes in
+/// the full run).
 async fn edit_source(path: &Path) -> Result<Edits, CliError> {
     let mut db = connect(path).await?;
     let now = timestamp(Utc::now());
@@ -313,16 +314,17 @@ async fn edit_source(path: &Path) -> Result<Edits, CliError> {
         .await
         .map_err(internal("closing projects"))?
         .rows_affected();
+    // Read before the deletes, so no new row takes the id of one deleted.
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM projects")
+        .fetch_one(&mut db)
+        .await
+        .map_err(internal("reading the next id"))?;
     edits.deleted =
         sqlx::query("DELETE FROM projects WHERE id % 101 = 0 AND id % 50 <> 0 AND id % 97 <> 0")
             .execute(&mut db)
             .await
             .map_err(internal("deleting projects"))?
             .rows_affected();
-    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM projects")
-        .fetch_one(&mut db)
-        .await
-        .map_err(internal("reading the next id"))?;
     for id in next..next + 100 {
         sqlx::query("INSERT INTO projects VALUES ($1, $2, 'Active', '5000.00', $3, NULL, $4)")
             .bind(id)
