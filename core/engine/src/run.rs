@@ -713,23 +713,21 @@ impl Engine {
                     let _ = answer.send(outcome);
                 }
             });
-        let internal = |message: String| EngineError::Connector {
-            sync: sync.clone(),
-            error: ConnectorError::internal(message),
-        };
+        let failed = |error: ConnectorError| EngineError::Connector { sync, error };
         if let Err(error) = started {
-            return Err(EngineError::Connector {
-                sync: sync.clone(),
-                error: ConnectorError::internal(format!("cannot start the run's thread: {error}"))
+            return Err(failed(
+                ConnectorError::internal(format!("cannot start the run's thread: {error}"))
                     .with_hint("the system refused a new thread: check the process's thread and memory limits (`ulimit -u`, `ulimit -v`)"),
-            });
+            ));
         }
         match answered.await {
             Ok(Ok(Some(report))) => report,
             // Stopped only when this future is dropped, which then cannot see this.
-            Ok(Ok(None)) => Err(internal("the run was stopped".into())),
+            Ok(Ok(None)) => Err(failed(ConnectorError::internal("the run was stopped"))),
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => Err(internal("the run's thread ended without an answer".into())),
+            Err(_) => Err(failed(ConnectorError::internal(
+                "the run's thread ended without an answer",
+            ))),
         }
     }
 

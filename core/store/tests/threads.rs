@@ -4,20 +4,7 @@
 
 use syncbridge_store::testing::TestStore;
 use syncbridge_store::{SQLITE_CONNECTION_THREADS, StorePool};
-use syncbridge_threads::{BACKGROUND_NICE, thread_nice};
-
-/// The ids of this process's threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc/self/task")
-        .expect("tasks")
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.starts_with(prefix))
-        })
-        .filter_map(|task| task.file_name().to_str()?.parse().ok())
-        .collect()
-}
+use syncbridge_threads::{BACKGROUND_NICE, thread_nice, threads_named};
 
 #[tokio::test]
 async fn sqlite_connection_threads_run_at_background_priority() {

@@ -54,18 +54,29 @@ pub fn current_thread_slice() -> std::io::Result<Option<Duration>> {
 }
 
 /// Lowers the priority of this process's threads whose name starts with `prefix` to
-/// [`BACKGROUND_NICE`] (a thread already lower is left alone). For threads a library starts without a hook into them, such as sqlx's SQLite
-/// connection threads: call it after the library started them. Failing costs only the
-/// scheduling advantage, so a thread that cannot be changed is logged and skipped.
+/// [`BACKGROUND_NICE`] (a thread already lower is left alone). For threads a library starts
+/// without a hook into them, such as sqlx's SQLite connection threads: call it after the
+/// library started them. Failing costs only the scheduling advantage, so a thread that cannot
+/// be changed is logged and skipped.
 pub fn yield_threads_named(prefix: &str) {
-    nice::lower_threads_named(prefix, BACKGROUND_NICE);
+    for tid in threads_named(prefix) {
+        if let Err(error) = nice::lower(Some(tid), BACKGROUND_NICE) {
+            tracing::debug!(%error, tid, prefix, "cannot lower a thread's priority");
+        }
+    }
+}
+
+/// The ids of this process's threads whose name starts with `prefix` (empty where the system
+/// does not list them).
+pub fn threads_named(prefix: &str) -> Vec<u32> {
+    nice::threads_named(prefix)
 }
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (unless it is lower already), for
 /// a thread of its own that does bulk work. Threads it starts inherit the value. Failing costs
 /// only the scheduling advantage, so it is logged, not returned.
 pub fn yield_current_thread() {
-    if let Err(error) = nice::lower_current(BACKGROUND_NICE) {
+    if let Err(error) = nice::lower(None, BACKGROUND_NICE) {
         tracing::debug!(%error, "cannot lower a thread's priority");
     }
 }
@@ -96,41 +107,29 @@ mod nice {
         Ok(Some(getpriority_process(pid)?))
     }
 
-    pub(super) fn lower_current(nice: i32) -> io::Result<()> {
-        if getpriority_process(None)? < nice {
-            setpriority_process(None, nice)?;
+    /// Sets thread `tid`'s nice value, or the calling thread's, to `nice` unless it is higher
+    /// already.
+    pub(super) fn lower(tid: Option<u32>, nice: i32) -> io::Result<()> {
+        let pid = tid.map(pid).transpose()?;
+        if getpriority_process(pid)? < nice {
+            setpriority_process(pid, nice)?;
         }
         Ok(())
     }
 
-    pub(super) fn lower_threads_named(prefix: &str, nice: i32) {
+    /// From `/proc/self/task/*/comm`; a thread that ends meanwhile is left out.
+    pub(super) fn threads_named(prefix: &str) -> Vec<u32> {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return;
+            return Vec::new();
         };
-        for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
-                continue; // the thread ended meanwhile
-            };
-            if !name.starts_with(prefix) {
-                continue;
-            }
-            let lowered = pid(tid).and_then(|pid| {
-                if getpriority_process(Some(pid))? < nice {
-                    setpriority_process(Some(pid), nice)?;
-                }
-                Ok(())
-            });
-            if let Err(error) = lowered {
-                tracing::debug!(%error, tid, thread = name.trim(), "cannot lower a thread's priority");
-            }
-        }
+        tasks
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(prefix))
+            })
+            .filter_map(|task| task.file_name().to_str()?.parse().ok())
+            .collect()
     }
 }
 
@@ -142,11 +141,13 @@ mod nice {
         Ok(None)
     }
 
-    pub(super) fn lower_current(_nice: i32) -> io::Result<()> {
+    pub(super) fn lower(_tid: Option<u32>, _nice: i32) -> io::Result<()> {
         Ok(())
     }
 
-    pub(super) fn lower_threads_named(_prefix: &str, _nice: i32) {}
+    pub(super) fn threads_named(_prefix: &str) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 #[cfg(target_os = "linux")]
