@@ -32,29 +32,103 @@ fn config(emulator: &RunningEmulator, source: &Path) -> String {
         .replace("projects.db", &source.display().to_string())
 }
 
-/// `(list, title)` of every item, by identity key.
-fn items(emulator: &RunningEmulator) -> HashMap<String, Vec<(String, String)>> {
-    let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+/// One item as the check reads it.
+#[derive(Debug)]
+struct Item {
+    list: String,
+    title: String,
+    status: String,
+    project_id: Option<i64>,
+}
+
+/// Every item, by identity key.
+fn items(emulator: &RunningEmulator) -> HashMap<String, Vec<Item>> {
+    let mut out: HashMap<String, Vec<Item>> = HashMap::new();
     for list in emulator.data().sites.iter().flat_map(|s| &s.lists) {
         for item in list.items.values() {
-            let key = item
-                .fields
-                .get("SyncBridgeKey")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_owned();
-            let title = item
-                .fields
-                .get("Title")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned();
-            out.entry(key)
-                .or_default()
-                .push((list.display_name.clone(), title));
+            let text = |name: &str| {
+                item.fields
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            out.entry(text("SyncBridgeKey")).or_default().push(Item {
+                list: list.display_name.clone(),
+                title: text("Title"),
+                status: text("Status"),
+                project_id: item
+                    .fields
+                    .get("ProjectId")
+                    .and_then(serde_json::Value::as_f64)
+                    .map(|n| n as i64),
+            });
         }
     }
     out
+}
+
+/// Every source row is exactly one item, in the list its shard says, with its current title,
+/// status and id, and every item is a source row's.
+async fn assert_every_row_is_one_item(
+    db: &mut sqlx::SqliteConnection,
+    meta: &Path,
+    emulator: &RunningEmulator,
+    after: &str,
+) {
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, status, ended_on FROM projects")
+            .fetch_all(&mut *db)
+            .await
+            .expect("rows");
+    let items = items(emulator);
+    let total: usize = items.values().map(Vec::len).sum();
+    assert_eq!(total, rows.len(), "{after}: item count equals row count");
+    let ledger_keys: HashMap<String, i64> = {
+        let meta = format!("sqlite://{}", meta.display());
+        let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT source_identity_hash, source_identity FROM sync_ledger",
+        )
+        .fetch_all(&mut meta)
+        .await
+        .expect("ledger")
+        .into_iter()
+        .map(|(hash, identity)| (hash, identity.parse().expect("numeric identity")))
+        .collect()
+    };
+    let by_id: HashMap<i64, &(i64, String, String, Option<String>)> =
+        rows.iter().map(|r| (r.0, r)).collect();
+    let closed_since = (chrono::Utc::now() - chrono::Duration::hours(8760))
+        .date_naive()
+        .to_string();
+    for (key, copies) in &items {
+        assert_eq!(
+            copies.len(),
+            1,
+            "{after}: identity {key} has {} items: {copies:?}",
+            copies.len()
+        );
+        let id = ledger_keys
+            .get(key)
+            .unwrap_or_else(|| panic!("{after}: item {key} has no ledger row"));
+        let (_, name, status, ended) = by_id[id];
+        let expected = match (status.as_str(), ended.as_deref()) {
+            ("Active", _) => "Active Projects",
+            ("Closed", Some(day)) if day > closed_since.as_str() => "Closed Projects",
+            _ => "Archived Projects",
+        };
+        let item = &copies[0];
+        assert_eq!(
+            item.list, expected,
+            "{after}: row {id} is in the wrong list"
+        );
+        assert_eq!(
+            (item.title.as_str(), item.status.as_str(), item.project_id),
+            (name.trim(), status.as_str(), Some(*id)),
+            "{after}: row {id} has stale content"
+        );
+    }
 }
 
 /// Runs `syncbridge run` and kills it after `delay` (if it is still running).
@@ -174,9 +248,10 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
         2 * TRIALS
     );
 
-    // A final, uninterrupted run; the full one also settles anything a kill left behind.
+    // A final, uninterrupted run, which must settle everything the kills left behind; then a
+    // full one, which must find nothing left to do.
     for full in [false, true] {
-        let mut args = vec!["--store", store.as_str(), "run", "projects"];
+        let mut args = vec!["--store", store.as_str(), "run", "projects", "--json"];
         if full {
             args.push("--full");
         }
@@ -186,57 +261,30 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
             "final run: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-
-    // Every row exactly once, in the right list, with its current title.
-    let rows: Vec<(i64, String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, name, status, ended_on FROM projects")
-            .fetch_all(&mut db)
-            .await
-            .expect("rows");
-    let items = items(&emulator);
-    let total: usize = items.values().map(Vec::len).sum();
-    assert_eq!(total, rows.len(), "item count equals row count");
-    let ledger_keys: HashMap<String, i64> = {
-        let meta = format!("sqlite://{}", dir.path().join("meta.db").display());
-        let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
-        sqlx::query_as::<_, (String, String)>(
-            "SELECT source_identity_hash, source_identity FROM sync_ledger",
-        )
-        .fetch_all(&mut meta)
-        .await
-        .expect("ledger")
-        .into_iter()
-        .map(|(hash, identity)| (hash, identity.parse().expect("numeric identity")))
-        .collect()
-    };
-    let by_id: HashMap<i64, &(i64, String, String, Option<String>)> =
-        rows.iter().map(|r| (r.0, r)).collect();
-    for (key, copies) in &items {
-        assert_eq!(
-            copies.len(),
-            1,
-            "identity {key} has {} items: {copies:?}",
-            copies.len()
-        );
-        let id = ledger_keys
-            .get(key)
-            .unwrap_or_else(|| panic!("item {key} has no ledger row"));
-        let (_, name, status, ended) = by_id[id];
-        let expected = match (status.as_str(), ended.as_deref()) {
-            ("Active", _) => "Active Projects",
-            ("Closed", Some(day))
-                if day
-                    > (chrono::Utc::now() - chrono::Duration::hours(8760))
-                        .date_naive()
-                        .to_string()
-                        .as_str() =>
-            {
-                "Closed Projects"
-            }
-            _ => "Archived Projects",
+        let after = if full {
+            "the full run"
+        } else {
+            "the final run"
         };
-        assert_eq!(copies[0].0, expected, "row {id} is in the wrong list");
-        assert_eq!(copies[0].1, name.trim(), "row {id} has stale content");
+        if full {
+            let report: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("--json prints one document");
+            for counter in ["created", "updated", "moved", "deleted", "failed"] {
+                assert_eq!(report[counter], 0, "{after} wrote something: {report}");
+            }
+        }
+        assert_every_row_is_one_item(&mut db, &dir.path().join("meta.db"), &emulator, after).await;
     }
+    // The killed runs never recorded an end; the next run marked them.
+    let meta = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let mut meta = sqlx::SqliteConnection::connect(&meta).await.expect("meta");
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM sync_runs GROUP BY status ORDER BY status")
+            .fetch_all(&mut meta)
+            .await
+            .expect("runs");
+    assert!(
+        statuses.iter().all(|(status, _)| status != "RUNNING"),
+        "{statuses:?}"
+    );
 }

@@ -41,14 +41,19 @@ fn terminate(child: &Child) {
     assert!(status.success());
 }
 
+/// Writes begun and not recorded as done: create intents, and ledger rows in another state
+/// than SYNCED (a pending update, move or delete).
 async fn pending_intents(store_path: &Path) -> i64 {
     let mut meta = sqlx::SqliteConnection::connect(&format!("sqlite://{}", store_path.display()))
         .await
         .expect("meta-store");
-    sqlx::query_scalar("SELECT count(*) FROM sync_ledger WHERE sync_state <> 'SYNCED'")
-        .fetch_one(&mut meta)
-        .await
-        .expect("intents")
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM sync_create_intents)
+              + (SELECT count(*) FROM sync_ledger WHERE sync_state <> 'SYNCED')",
+    )
+    .fetch_one(&mut meta)
+    .await
+    .expect("intents")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,12 +152,19 @@ async fn sigterm_finishes_the_writes_in_flight_and_a_second_signal_stops_at_once
     );
     assert!(started.elapsed() < Duration::from_secs(2));
 
-    // The next runs complete the sync: every row once.
-    let output = run(syncbridge().args(["--store", &store, "run", "projects", "--full"]));
+    // The next runs complete the sync: every row once. Without a terminal, progress is logged
+    // (here after every batch).
+    let output = run(syncbridge()
+        .args(["--store", &store, "run", "projects", "--full"])
+        .args(["--batch-size", "1000", "--progress-every", "0"])
+        .env("RUST_LOG", "info"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.lines().any(|line| line.contains(" progress ")
+            && line.contains("read=")
+            && line.contains("created=")),
+        "{stderr}"
     );
     let keys = keys(&emulator);
     assert_eq!(keys.len(), ROWS as usize, "every row is an item");

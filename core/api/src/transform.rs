@@ -65,6 +65,13 @@ pub trait FieldRule: Send + Sync {
     fn depends_only_on_row(&self) -> bool {
         false
     }
+
+    /// Columns of the row the rule reads besides the mapped one (`concat(first, ' ', last)`
+    /// reads `first` and `last`): the run reads them from the source even when no mapping
+    /// pushes them.
+    fn columns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Where one row goes.

@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Rows per source batch.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// Without a terminal (no progress bar), log a progress line this often, in seconds; 0 logs
+    /// one after every batch.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub progress_every: u64,
 }
 
 #[derive(Debug, Args)]

@@ -386,7 +386,8 @@ pub enum KeyStrategy {
     PrimaryKey,
     UniqueConstraint,
     CompositeColumns,
-    /// A hash of the whole mapped row, for tables without a stable key.
+    /// A hash of the whole mapped row, for tables without a stable key. Needs the `FULL_SCAN`
+    /// cursor: only a whole read can tell that an updated or deleted row's old identity is gone.
     Hashed,
 }
 

@@ -326,6 +326,18 @@ fn validate_sync(
         ),
         _ => {}
     }
+    // A HASHED identity is the row's content: an update is a new identity, and the old one is
+    // found gone only by reading the whole table. An incremental cursor would leave the old
+    // item behind (UPDATED_AT until a `--full` run; LSN delete events carry no content at all).
+    if key.strategy == KeyStrategy::Hashed && sync.cursor.strategy != CursorStrategy::FullScan {
+        problems.push(
+            Problem::new(
+                format!("{path}.cursor.strategy"),
+                "HASHED keys need the FULL_SCAN cursor: an incremental read cannot tell which item an updated or deleted row had",
+            )
+            .fix("use `cursor: { strategy: FULL_SCAN }`, or key the rows by columns (PRIMARY_KEY, UNIQUE_CONSTRAINT or COMPOSITE_COLUMNS)"),
+        );
+    }
 
     // Cursor.
     match (sync.cursor.strategy, &sync.cursor.column) {

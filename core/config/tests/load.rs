@@ -263,3 +263,20 @@ fn target_connections_are_checked_by_their_type() {
     );
     assert!(config.sharepoint[0].client_secret.is_none());
 }
+
+#[test]
+fn hashed_keys_are_refused_with_an_incremental_cursor() {
+    let error = problems_of(&mutate(
+        "      strategy: PRIMARY_KEY\n",
+        "      strategy: HASHED\n",
+    ));
+    let text = error.to_string();
+    assert_eq!(error.problems[0].path, "syncs[0].cursor.strategy", "{text}");
+    assert!(text.contains("FULL_SCAN"), "{text}");
+    let fixed = mutate("      strategy: PRIMARY_KEY\n", "      strategy: HASHED\n").replacen(
+        "      strategy: UPDATED_AT\n      column: updated_at\n      look_back_seconds: 300\n",
+        "      strategy: FULL_SCAN\n",
+        1,
+    );
+    load_str(&fixed, Path::new("ok.yaml"), &known()).expect("HASHED with FULL_SCAN loads");
+}

@@ -145,9 +145,20 @@ impl Mapper {
         Ok(Self { mappings })
     }
 
-    /// Source columns the mappings read.
-    pub fn source_columns(&self) -> impl Iterator<Item = &str> {
-        self.mappings.iter().map(|m| m.source.as_str())
+    /// Source columns a run reads for the mappings: the mapped columns, then those their rules
+    /// read besides ([`FieldRule::columns`]), each once.
+    pub fn source_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        for mapping in &self.mappings {
+            let used = mapping.rule.as_deref().map(|rule| rule.columns());
+            for column in std::iter::once(mapping.source.clone()).chain(used.into_iter().flatten())
+            {
+                if !columns.contains(&column) {
+                    columns.push(column);
+                }
+            }
+        }
+        columns
     }
 
     /// Maps one row read with `columns`.
@@ -309,6 +320,33 @@ mod tests {
             mapped.view().get("status"),
             Some(&Value::from("ACTIVE")),
             "routing sees transformed values"
+        );
+    }
+
+    #[test]
+    fn the_read_includes_the_columns_rules_read() {
+        let specs = vec![
+            spec(
+                "first",
+                "Title",
+                "PUSH_ONLY",
+                Some("concat(first, ' ', last)"),
+            ),
+            spec("status", "Status", "PUSH_ONLY", None),
+            spec("notes", "Notes", "PULL_ONLY", Some("concat(notes, secret)")),
+        ];
+        let mapper = Mapper::new(&registry(), &specs).expect("compiles");
+        assert_eq!(mapper.source_columns(), ["first", "last", "status"]);
+        let columns: Vec<String> = ["first", "status", "last"].map(String::from).to_vec();
+        let row = Row::new(vec![
+            Value::from("Ada"),
+            Value::from("active"),
+            Value::from("Lovelace"),
+        ]);
+        let mapped = mapper.map_row(&columns, &row).expect("maps");
+        assert_eq!(
+            mapped.fields[0],
+            ("Title".into(), Value::from("Ada Lovelace"))
         );
     }
 

@@ -364,6 +364,16 @@ impl FieldRule for Concat {
         true
     }
 
+    fn columns(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|part| match part {
+                Part::Column(name) => Some(name.clone()),
+                Part::Literal(_) => None,
+            })
+            .collect()
+    }
+
     fn apply(&self, _value: Value, row: RowView<'_>) -> Result<Value, RuleError> {
         let mut out = String::new();
         for part in &self.0 {

@@ -118,8 +118,20 @@ pub struct RunReport {
     pub unchanged: i64,
     pub failed: i64,
     pub duration_ms: u128,
+    /// A dry run's planned changes, the first [`PLANNED_LISTED`] of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<PlannedChange>,
+    /// Planned changes beyond those listed (counted in the counters all the same).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub planned_not_listed: u64,
+}
+
+/// How many planned changes a dry run lists: its memory stays bounded on any table, and the
+/// counters count them all.
+pub const PLANNED_LISTED: usize = 10_000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a run could not start or had to stop.
@@ -756,15 +768,34 @@ impl Engine {
             .collect();
         let mut run = RunState::new(self, &def, &targets, options, instance_id, open_failures);
         run.fingerprint_config = fingerprint_config(&def, &mapper, router.as_deref());
+        // A read of the whole table meets every dead-lettered row that still exists, as it is
+        // now; retrying the stored copies first would write them twice, and bring back rows
+        // gone from the source. (Archives keep rows gone from the source: they retry them.)
+        let reads_everything = options.full || def.cursor_strategy == "FULL_SCAN";
         if !options.dry_run {
-            run.run_id = Some(runtime::start_run(&self.store, def.id, "PUSH").await?);
+            let run_id = runtime::start_run(&self.store, def.id, "PUSH").await?;
+            run.run_id = Some(run_id);
+            let unfinished = runtime::close_unfinished_runs(&self.store, def.id, run_id).await?;
+            if unfinished > 0 {
+                runtime::add_event(
+                    &self.store,
+                    run_id,
+                    "WARN",
+                    "UNFINISHED_RUNS",
+                    &format!("{unfinished} earlier runs ended without recording an end (killed or crashed); marked FAILED, and this run resumes from what they recorded"),
+                    None,
+                )
+                .await?;
+            }
             run.recover().await?;
-            run.retry_dead_letters(&mapper, router.as_deref()).await?;
+            if !(reads_everything && deletes_vanished_rows(run.mode)) {
+                run.retry_dead_letters(&mapper, router.as_deref()).await?;
+            }
         }
         let outcome = run
             .stream(source.as_ref(), &mapper, router.as_deref())
             .await;
-        let full_read = options.full || run.read_restarted || def.cursor_strategy == "FULL_SCAN";
+        let full_read = reads_everything || run.read_restarted;
         let outcome = match outcome {
             Ok(complete) if complete && full_read => {
                 let outcome = run.delete_vanished().await.map(|()| complete);
@@ -822,6 +853,21 @@ impl Engine {
                 ),
             };
             runtime::add_event(&self.store, run_id, severity, kind, &message, summary).await?;
+            let completed = matches!(outcome, Ok(true));
+            for (target, written) in targets.iter().zip(&run.written) {
+                runtime::put_run_metrics(
+                    &self.store,
+                    &runtime::RunMetrics {
+                        sync_def_id: def.id,
+                        source_instance_id: run.instance_id,
+                        target_list_id: target.list_row_id,
+                        run_id,
+                        written: *written,
+                        completed,
+                    },
+                )
+                .await?;
+            }
         }
         outcome?;
         let counters = run.counters;
@@ -837,6 +883,7 @@ impl Engine {
             failed: counters.failed,
             duration_ms: started.elapsed().as_millis(),
             planned: run.planned,
+            planned_not_listed: run.planned_not_listed,
         })
     }
 }
@@ -855,6 +902,17 @@ impl Engine {
     /// Compiles the mappings and the router, connects the targets and the first healthy source
     /// instance, and completes the key from the source's catalog when the config did not list it.
     async fn prepare(&self, def: RunDefinition) -> Result<Connected, EngineError> {
+        // Also checked when a config is applied; a definition written to the store another way
+        // is checked here (see `validate.rs`).
+        if def.key_strategy == "HASHED" && def.cursor_strategy != "FULL_SCAN" {
+            return Err(EngineError::config(
+                &def,
+                format!(
+                    "key strategy HASHED needs the FULL_SCAN cursor, not {}: an incremental read cannot tell which item an updated or deleted row had; use FULL_SCAN or a keyed strategy",
+                    def.cursor_strategy
+                ),
+            ));
+        }
         let specs: Vec<MappingSpec> = def
             .mappings
             .iter()
@@ -918,7 +976,8 @@ pub struct ListReconcile {
     pub status: &'static str,
     /// Identities of source rows without an item here (at most 20).
     pub missing: Vec<String>,
-    /// Identity hashes of items here without a source row routed to this list (at most 20).
+    /// Items here without a source row routed to this list (at most 20): the identity the
+    /// ledger knows the item by and its item id (`42 (item 7)`), or the item id alone.
     pub unexpected: Vec<String>,
 }
 
@@ -962,11 +1021,23 @@ impl Engine {
                 .map(|(_, i)| i.clone())
                 .take(20)
                 .collect();
-            let unexpected: Vec<String> = keys
+            let unexpected: Vec<&(ItemId, String)> = keys
                 .iter()
                 .filter(|(_, k)| !wanted.contains_key(k))
-                .map(|(_, k)| k.clone())
                 .take(20)
+                .collect();
+            let hashes: Vec<String> = unexpected.iter().map(|(_, k)| k.clone()).collect();
+            let known: HashMap<String, String> = runtime::ledger_rows(&self.store, def.id, &hashes)
+                .await?
+                .into_iter()
+                .map(|row| (row.source_identity_hash, row.source_identity))
+                .collect();
+            let unexpected: Vec<String> = unexpected
+                .iter()
+                .map(|(item, key)| match known.get(key) {
+                    Some(identity) => format!("{identity} (item {})", item.0),
+                    None => format!("item {}", item.0),
+                })
                 .collect();
             let status =
                 if missing.is_empty() && unexpected.is_empty() && wanted.len() == keys.len() {
@@ -1088,7 +1159,10 @@ struct RunState<'a> {
     run_id: Option<Id>,
     instance_id: Id,
     counters: RunCounters,
+    /// Items created, updated or moved in, per target (by index), for `sync_metrics`.
+    written: Vec<i64>,
     planned: Vec<PlannedChange>,
+    planned_not_listed: u64,
     /// Identity hashes met before the digest was loaded (first 16 bytes): dead letters retried
     /// ahead of the read, or rows read before a restart. Folded into the digest when it loads.
     seen: HashSet<[u8; 16]>,
@@ -1583,7 +1657,9 @@ impl<'a> RunState<'a> {
             run_id: None,
             instance_id,
             counters: RunCounters::default(),
+            written: vec![0; targets.len()],
             planned: Vec::new(),
+            planned_not_listed: 0,
             seen: HashSet::new(),
             open_failures,
             in_flight: InFlight::default(),
@@ -1890,6 +1966,9 @@ impl<'a> RunState<'a> {
 
     /// Marks a row's open dead-letter entry resolved, if it has one.
     async fn resolved(&mut self, hash: &str) -> Result<(), EngineError> {
+        if self.run_id.is_none() {
+            return Ok(()); // a dry run
+        }
         if self.open_failures.remove(hash) {
             runtime::resolve_failure(&self.engine.store, self.def.id, hash).await?;
         }
@@ -1950,20 +2029,28 @@ impl<'a> RunState<'a> {
         if self.options.dry_run {
             return Ok(());
         }
+        // A row without an identity (a key column missing, or a HASHED row that did not map)
+        // is known by its raw values, so it stays one entry however often it fails.
+        let raw_hash = match hash {
+            Some(_) => None,
+            None => Some(format!(
+                "raw:{}",
+                lower_hex(&Sha256::digest(raw.to_string().as_bytes()).into())
+            )),
+        };
         runtime::record_failure(
             &self.engine.store,
             &NewFailure {
                 sync_def_id: self.def.id,
                 run_id: self.run_id,
                 source_identity: identity,
-                source_identity_hash: hash,
+                source_identity_hash: hash.or(raw_hash.as_deref()),
                 target_list_id: list,
                 stage,
                 error_code: code,
                 error_message: message,
                 raw_data: Some(raw),
                 normalized_data: normalized,
-                next_retry_at: Some(chrono::Utc::now() + chrono::Duration::minutes(5)),
             },
         )
         .await?;
@@ -1972,19 +2059,26 @@ impl<'a> RunState<'a> {
 
     fn read_request(&self, from: Option<Position>, mapper: &Mapper) -> ReadRequest {
         let mut columns: Vec<String> = Vec::new();
+        let mapped = mapper.source_columns();
         for column in self
             .def
             .key_columns
             .iter()
             .map(String::as_str)
-            .chain(mapper.source_columns())
+            .chain(mapped.iter().map(String::as_str))
             .chain(self.def.cursor_column.as_deref())
         {
             if !columns.iter().any(|c| c == column) {
                 columns.push(column.to_owned());
             }
         }
-        let cursor = cursor_spec(self.def);
+        let mut cursor = cursor_spec(self.def);
+        if self.options.dry_run && from.is_none() {
+            // A plain scan: an `LSN` read from the start replaces the replication slot, and the
+            // next real run, which continues from the committed position, would miss every
+            // change made in between.
+            cursor = CursorSpec::FullScan;
+        }
         let key = if self.def.key_columns.is_empty() {
             columns.clone()
         } else {
@@ -2540,12 +2634,14 @@ impl<'a> RunState<'a> {
                 .collect()
         };
 
-        // Deletes from the change log.
+        // Deletes from the change log; a deleted row's open dead-letter entry is resolved, so
+        // no retry brings the row back.
         if deletes_vanished_rows(self.mode) {
             for hash in &deletes {
                 if let Some(row) = ledger.get(hash) {
                     self.plan_delete(row).await?;
                 }
+                self.resolved(hash).await?;
             }
         }
 
@@ -2684,12 +2780,21 @@ impl<'a> RunState<'a> {
             "update" => self.counters.updated += 1,
             _ => self.counters.moved += 1,
         }
-        self.planned.push(PlannedChange {
+        self.list_planned(PlannedChange {
             action,
             identity: row.identity.clone(),
             list,
             from_list,
         });
+    }
+
+    /// Keeps a dry run's planned change for the report, up to [`PLANNED_LISTED`].
+    fn list_planned(&mut self, change: PlannedChange) {
+        if self.planned.len() < PLANNED_LISTED {
+            self.planned.push(change);
+        } else {
+            self.planned_not_listed += 1;
+        }
     }
 
     async fn plan_delete(&mut self, row: &LedgerRow) -> Result<(), EngineError> {
@@ -2701,7 +2806,7 @@ impl<'a> RunState<'a> {
                 .and_then(|l| self.target_by_list(l))
                 .map(|t| t.collection.name.clone())
                 .unwrap_or_default();
-            self.planned.push(PlannedChange {
+            self.list_planned(PlannedChange {
                 action: "delete",
                 identity: row.source_identity.clone(),
                 list,
@@ -2875,6 +2980,7 @@ impl<'a> RunState<'a> {
                     } else {
                         self.counters.created += 1;
                     }
+                    self.written[index] += 1;
                     self.resolved(&row.hash).await?;
                     synced.push(Entry {
                         fresh: planned == Planned::Create && !row.in_ledger,
@@ -2893,6 +2999,7 @@ impl<'a> RunState<'a> {
                         continue;
                     };
                     self.counters.updated += 1;
+                    self.written[index] += 1;
                     self.resolved(&row.hash).await?;
                     synced.push(Entry {
                         identity: row.identity,
@@ -3033,10 +3140,20 @@ impl<'a> RunState<'a> {
         }
     }
 
-    /// After a complete full read: items whose source row is gone are deleted.
+    /// After a complete full read: items whose source row is gone are deleted, and so are the
+    /// open dead-letter entries the read did not fail again (see
+    /// [`runtime::resolve_failures_not_met`]).
     async fn delete_vanished(&mut self) -> Result<(), EngineError> {
         if !deletes_vanished_rows(self.mode) {
             return Ok(());
+        }
+        if let Some(run_id) = self.run_id {
+            let resolved =
+                runtime::resolve_failures_not_met(&self.engine.store, self.def.id, run_id).await?;
+            if resolved > 0 {
+                tracing::info!(sync = %self.def.name, entries = resolved,
+                    "dead-letter entries resolved: their rows are gone or back in step");
+            }
         }
         if self.digest.is_none() {
             // Every full read loads it before reading; deletes are judged by it alone.

@@ -163,7 +163,95 @@ async fn dry_run_plans_and_writes_nothing() {
             (30, 0, 0),
             "unchanged rows cost no write"
         );
+        // Per list: the items written by all runs, the last run, when the list was in step.
+        let metrics: Vec<(i64, Option<String>, bool)> = syncbridge_store::with_pool!(store, pool => sqlx::query_as(
+            "SELECT total_rows_synced, CAST(last_run_id AS TEXT), last_sync_ts IS NOT NULL FROM sync_metrics ORDER BY total_rows_synced DESC")
+            .fetch_all(pool).await)
+        .expect("metrics");
+        let last = again.run_id.clone();
+        assert_eq!(
+            metrics,
+            [
+                (30, last.clone(), true),
+                (0, last.clone(), true),
+                (0, last, true)
+            ],
+            "{}: one row per list",
+            store.backend()
+        );
+
+        // An update, a move and a delete, planned and not sent.
+        let closed_on = (chrono::Utc::now() - chrono::Duration::days(3)).date_naive();
+        execute(
+            &fx.source,
+            &format!(
+                "UPDATE projects SET name = 'renamed' WHERE id = 1;
+                 UPDATE projects SET status = 'Closed', ended_on = '{closed_on}' WHERE id = 2;
+                 DELETE FROM projects WHERE id = 3;"
+            ),
+        )
+        .await;
+        let writes = |kind: &str| fx.emulator.counts().kind(kind);
+        let before = (
+            writes("item.create"),
+            writes("item.update"),
+            writes("item.delete"),
+        );
+        let plan = fx
+            .engine
+            .run(
+                "projects",
+                &RunOptions {
+                    dry_run: true,
+                    full: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("dry run");
+        assert_eq!(
+            (plan.created, plan.updated, plan.moved, plan.deleted),
+            (0, 1, 1, 1),
+            "{}",
+            store.backend()
+        );
+        let mut actions: Vec<&str> = plan.planned.iter().map(|p| p.action).collect();
+        actions.sort();
+        assert_eq!(actions, ["delete", "move", "update"]);
+        assert_eq!(
+            (
+                writes("item.create"),
+                writes("item.update"),
+                writes("item.delete")
+            ),
+            before,
+            "a dry run sends no write"
+        );
+        assert_eq!(items(&fx.emulator), 30);
     }
+}
+
+#[tokio::test]
+async fn a_dry_run_lists_a_bounded_number_of_changes_and_counts_them_all() {
+    let store = TestStore::sqlite().await;
+    let rows = syncbridge_engine::run::PLANNED_LISTED as i64 + 25;
+    let fx = fixture(&store, rows, "ONE_WAY_PUSH").await;
+    let report = fx
+        .engine
+        .run(
+            "projects",
+            &RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(report.created, rows);
+    assert_eq!(
+        (report.planned.len(), report.planned_not_listed),
+        (syncbridge_engine::run::PLANNED_LISTED, 25)
+    );
 }
 
 #[tokio::test]

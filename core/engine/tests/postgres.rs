@@ -11,7 +11,7 @@ use sqlx::Connection as _;
 use syncbridge_api::Registry;
 use syncbridge_config::apply::{ApplyOptions, apply};
 use syncbridge_engine::run::{Engine, RunOptions};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, FaultConfig, RunningEmulator};
 use syncbridge_store::secrets::MasterKey;
 use syncbridge_store::testing::TestStore;
 use syncbridge_store::with_pool;
@@ -505,16 +505,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         return;
     };
     let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
-    let wal_level: String = sqlx::query_scalar("SHOW wal_level")
-        .fetch_one(&mut db)
-        .await
-        .expect("wal_level");
-    if wal_level != "logical" {
-        assert!(
-            !syncbridge_store::testing::services_required(),
-            "CI switches PostgreSQL to wal_level=logical; it has {wal_level}"
-        );
-        println!("SKIPPED: wal_level is {wal_level}, not logical");
+    if !logical_decoding(&mut db).await {
         return;
     }
     sqlx::raw_sql(
@@ -528,13 +519,8 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
     let emulator = Emulator::start_local(EmulatorConfig::default())
         .await
         .expect("emulator");
-    let info = emulator.connection_info();
-    let text = format!(
-        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {{ strategy: LSN, slot: {slot} }}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
-        pg.name,
-        info.config_section("emulator", &["Items"]),
-    );
-    let (store, key) = common::applied(&text).await;
+    let cursor = format!("{{ strategy: LSN, slot: {slot} }}");
+    let (store, key) = common::applied(&items_config(&pg.name, &emulator, &cursor)).await;
     let engine = || common::engine(&store, &key);
     engine().provision("items").await.expect("provision");
 
@@ -543,13 +529,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         .await
         .expect("snapshot run");
     assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
-    let slots: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(&slot)
-            .fetch_one(&mut db)
-            .await
-            .expect("slots");
-    assert_eq!(slots, 1, "the slot was created");
+    assert_eq!(slots(&mut db, &slot).await, 1, "the slot was created");
 
     // Changes while SyncBridge is not running: two inserts, an update that leaves the TOASTed
     // column alone, a delete, a row inserted and deleted again, and a change to another table.
@@ -651,13 +631,398 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
 
     // Releasing the sync drops its slot (the WAL it held is freed) and its position.
     engine().release("items").await.expect("release");
-    let slots: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(&slot)
-            .fetch_one(&mut db)
-            .await
-            .expect("slots");
-    assert_eq!(slots, 0, "the slot was dropped");
+    assert_eq!(slots(&mut db, &slot).await, 0, "the slot was dropped");
+}
+
+/// A config with one sync, `items`: `public.items` of database `database`, keyed by its primary
+/// key, read with `cursor`, `name` pushed to the Title of list Items.
+fn items_config(database: &str, emulator: &RunningEmulator, cursor: &str) -> String {
+    format!(
+        "version: 1\napplications: [{{ name: app }}]\ndatabases:\n  - name: pg\n    application: app\n    type: postgres\n    database_name: {database}\n    instances: [{{ label: main, host: 127.0.0.1, port: 5432, user: postgres }}]\n{}syncs:\n  - name: items\n    source: {{ database: pg, table: public.items }}\n    key: {{ strategy: PRIMARY_KEY }}\n    cursor: {cursor}\n    targets: [{{ name: t, connection: emulator, list: Items }}]\n    mappings: [{{ source: name, target: Title }}]\n",
+        emulator
+            .connection_info()
+            .config_section("emulator", &["Items"]),
+    )
+}
+
+/// Whether the server decodes its WAL logically (CI sets `wal_level = logical`); prints
+/// `SKIPPED:` when it does not and services are not required.
+async fn logical_decoding(db: &mut sqlx::PgConnection) -> bool {
+    let wal_level: String = sqlx::query_scalar("SHOW wal_level")
+        .fetch_one(db)
+        .await
+        .expect("wal_level");
+    if wal_level != "logical" {
+        assert!(
+            !syncbridge_store::testing::services_required(),
+            "CI switches PostgreSQL to wal_level=logical; it has {wal_level}"
+        );
+        println!("SKIPPED: wal_level is {wal_level}, not logical");
+        return false;
+    }
+    true
+}
+
+/// Replication slots of that name.
+async fn slots(db: &mut sqlx::PgConnection, slot: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+        .bind(slot)
+        .fetch_one(db)
+        .await
+        .expect("slots")
+}
+
+/// Where a replication slot starts keeping WAL: a slot dropped and created again moves on.
+async fn restart_lsn(db: &mut sqlx::PgConnection, slot: &str) -> String {
+    sqlx::query_scalar("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1")
+        .bind(slot)
+        .fetch_one(db)
+        .await
+        .expect("restart_lsn")
+}
+
+/// A database with table `items` (id, name) of `rows` rows and an `LSN` sync of it, `items`
+/// ([`items_config`]), applied and provisioned.
+struct LsnItems {
+    pg: syncbridge_store::testing::PgDatabase,
+    db: sqlx::PgConnection,
+    slot: String,
+    emulator: RunningEmulator,
+    store: TestStore,
+    key: Arc<MasterKey>,
+}
+
+/// [`LsnItems`]; `None` (after saying why) without PostgreSQL or logical decoding, when
+/// services are not required.
+async fn lsn_items(name: &str, rows: i64) -> Option<LsnItems> {
+    let pg = syncbridge_store::testing::PgDatabase::create(name)?;
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    if !logical_decoding(&mut db).await {
+        return None;
+    }
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, {rows}) g;"
+    ))
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let slot = format!("sbtest_{}", &pg.name[pg.name.len() - 12..]);
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let cursor = format!("{{ strategy: LSN, slot: {slot} }}");
+    let (store, key) = common::applied(&items_config(&pg.name, &emulator, &cursor)).await;
+    common::engine(&store, &key)
+        .provision("items")
+        .await
+        .expect("provision");
+    Some(LsnItems {
+        pg,
+        db,
+        slot,
+        emulator,
+        store,
+        key,
+    })
+}
+
+/// A dry run of an `LSN` definition neither creates nor replaces its replication slot, even
+/// with `--full`: the next real run continues from its committed position and still sees every
+/// change made since.
+#[tokio::test]
+async fn dry_runs_leave_the_replication_slot_alone() {
+    let Some(LsnItems {
+        pg: _pg,
+        mut db,
+        slot,
+        emulator,
+        store,
+        key,
+    }) = lsn_items("lsn_dry", 5).await
+    else {
+        return;
+    };
+    let engine = || common::engine(&store, &key);
+    let dry = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let dry_full = RunOptions {
+        full: true,
+        dry_run: true,
+        ..RunOptions::default()
+    };
+
+    let planned = engine().run("items", &dry).await.expect("first dry run");
+    assert_eq!(planned.created, 5, "{planned:?}");
+    assert_eq!(slots(&mut db, &slot).await, 0, "a dry run creates no slot");
+    let first = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("snapshot run");
+    assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
+
+    // Changes, then dry runs from the start and from the position: the slot stays as it is.
+    sqlx::raw_sql("INSERT INTO items VALUES (6, 'item 6'); DELETE FROM items WHERE id = 2;")
+        .execute(&mut db)
+        .await
+        .expect("changes");
+    let held = restart_lsn(&mut db, &slot).await;
+    let full = engine().run("items", &dry_full).await.expect("dry --full");
+    assert_eq!((full.created, full.deleted), (1, 1), "{full:?}");
+    let incremental = engine().run("items", &dry).await.expect("dry run");
+    assert_eq!(
+        (incremental.created, incremental.deleted),
+        (1, 1),
+        "{incremental:?}"
+    );
+    assert_eq!(
+        restart_lsn(&mut db, &slot).await,
+        held,
+        "the slot was not replaced"
+    );
+
+    let next = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("stream run");
+    assert_eq!(
+        (next.created, next.deleted, next.failed),
+        (1, 1, 0),
+        "the changes made before the dry runs: {next:?}"
+    );
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    assert_eq!(titles, ["item 1", "item 3", "item 4", "item 5", "item 6"]);
+}
+
+/// Open dead-letter entries of the store: `(identity, retry count)`, by identity.
+async fn open_entries(store: &TestStore) -> Vec<(String, i64)> {
+    let mut open: Vec<(String, i64)> = syncbridge_store::runtime::open_failures(store, None)
+        .await
+        .expect("dlq")
+        .into_iter()
+        .map(|f| (f.source_identity.unwrap_or_default(), f.retry_count))
+        .collect();
+    open.sort();
+    open
+}
+
+/// Makes every open entry due, as if its wait had passed.
+async fn time_passes(store: &TestStore) {
+    with_pool!(store, pool => sqlx::query("UPDATE failed_records SET next_retry_at = $1 WHERE resolved_at IS NULL")
+        .bind(chrono::Utc::now() - chrono::Duration::seconds(1))
+        .execute(pool)
+        .await
+        .map(|_| ()))
+    .expect("backdated");
+}
+
+/// Every create answered 429 until the faults are cleared.
+fn creates_throttled(emulator: &RunningEmulator) {
+    emulator.set_faults(FaultConfig {
+        seed: 1,
+        rate_429: 1.0,
+        retry_after_seconds: 0.0,
+        kinds: vec!["item.create".into()],
+        ..FaultConfig::default()
+    });
+}
+
+/// `LSN`: dead-lettered rows wait for their retry (an incremental run before it is due leaves
+/// them), are retried from the stored row once due, and a row deleted in the source meanwhile
+/// is not brought back by its retry.
+#[tokio::test]
+async fn lsn_retries_dead_letters_when_due_and_never_revives_a_deleted_row() {
+    let Some(LsnItems {
+        pg: _pg,
+        mut db,
+        slot: _,
+        emulator,
+        store,
+        key,
+    }) = lsn_items("lsn_dlq", 6).await
+    else {
+        return;
+    };
+    let engine = || common::engine(&store, &key);
+
+    creates_throttled(&emulator);
+    let first = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("the run completes despite the failures");
+    assert_eq!((first.created, first.failed), (0, 6), "{first:?}");
+    assert_eq!(open_entries(&store).await.len(), 6);
+
+    // The service recovers. Row 2 is deleted and row 3 changes before the retries are due: the
+    // change is written (its entry resolved), the delete resolves row 2's entry, and the other
+    // entries wait.
+    emulator.set_faults(FaultConfig::default());
+    sqlx::raw_sql("DELETE FROM items WHERE id = 2; UPDATE items SET name = 'three' WHERE id = 3;")
+        .execute(&mut db)
+        .await
+        .expect("changes");
+    let second = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("stream run");
+    assert_eq!(
+        (second.created, second.deleted, second.failed),
+        (1, 0, 0),
+        "{second:?}"
+    );
+    assert_eq!(
+        open_entries(&store).await,
+        [
+            ("1".into(), 0),
+            ("4".into(), 0),
+            ("5".into(), 0),
+            ("6".into(), 0)
+        ],
+        "retries not due yet"
+    );
+
+    time_passes(&store).await;
+    let third = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("retry run");
+    assert_eq!((third.created, third.failed), (4, 0), "{third:?}");
+    assert!(open_entries(&store).await.is_empty());
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    assert_eq!(titles, ["item 1", "item 4", "item 5", "item 6", "three"]);
+}
+
+/// `FULL_SCAN`: the read itself retries dead-lettered rows, as they are now (no second attempt
+/// from the stored copy, so a row that keeps failing counts once per run), and resolves the
+/// entries of rows gone from the source instead of bringing them back.
+#[tokio::test]
+async fn full_reads_retry_dead_letters_once_and_resolve_those_of_deleted_rows() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("scan_dlq") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g;
+         INSERT INTO items VALUES (6, repeat('x', 300));",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }");
+    let (store, key) = common::applied(&config).await;
+    let engine = || common::engine(&store, &key);
+    engine().provision("items").await.expect("provision");
+
+    creates_throttled(&emulator);
+    let first = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("the run completes despite the failures");
+    assert_eq!((first.created, first.failed), (0, 6), "{first:?}");
+
+    // The service recovers, row 2 is deleted, and the retries are due. Row 6 is too long for a
+    // Title whatever the service does.
+    emulator.set_faults(FaultConfig::default());
+    sqlx::raw_sql("DELETE FROM items WHERE id = 2;")
+        .execute(&mut db)
+        .await
+        .expect("delete");
+    time_passes(&store).await;
+    let second = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("second run");
+    assert_eq!(
+        (second.created, second.failed, second.deleted),
+        (4, 1, 0),
+        "{second:?}"
+    );
+    assert_eq!(open_entries(&store).await, [("6".into(), 1)]);
+
+    time_passes(&store).await;
+    let third = engine()
+        .run("items", &RunOptions::default())
+        .await
+        .expect("third run");
+    assert_eq!(
+        (third.created, third.unchanged, third.failed),
+        (0, 4, 1),
+        "{third:?}"
+    );
+    assert_eq!(open_entries(&store).await, [("6".into(), 2)]);
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    assert_eq!(titles, ["item 1", "item 3", "item 4", "item 5"]);
+}
+
+/// Reconciliation counts, list by list, the rows the source routes there against the items
+/// present, and names the rows that differ: by identity, with the item id for items whose row
+/// is gone.
+#[tokio::test]
+async fn reconcile_names_the_rows_that_differ() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("reconcile") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }");
+    let (store, key) = common::applied(&config).await;
+    let engine = common::engine(&store, &key);
+    engine.provision("items").await.expect("provision");
+    engine
+        .run("items", &RunOptions::default())
+        .await
+        .expect("run");
+    let lists = engine.reconcile("items").await.expect("reconcile");
+    assert_eq!(
+        (lists[0].source_rows, lists[0].items, lists[0].status),
+        (5, 5, "MATCH")
+    );
+
+    sqlx::raw_sql("DELETE FROM items WHERE id = 2; INSERT INTO items VALUES (9, 'item 9');")
+        .execute(&mut db)
+        .await
+        .expect("changes");
+    let lists = engine.reconcile("items").await.expect("reconcile");
+    let list = &lists[0];
+    assert_eq!(
+        (list.source_rows, list.items, list.status),
+        (5, 5, "MISMATCH")
+    );
+    assert_eq!(list.missing, ["9"]);
+    assert_eq!(list.unexpected.len(), 1, "{:?}", list.unexpected);
+    assert!(
+        list.unexpected[0].starts_with("2 (item "),
+        "{:?}",
+        list.unexpected
+    );
+    let metrics: Vec<String> = with_pool!(store, pool => sqlx::query_scalar("SELECT reconcile_status FROM sync_metrics").fetch_all(pool).await)
+        .expect("metrics");
+    assert_eq!(metrics, ["MISMATCH"]);
+
+    engine
+        .run("items", &RunOptions::default())
+        .await
+        .expect("run");
+    let lists = engine.reconcile("items").await.expect("reconcile");
+    assert_eq!(lists[0].status, "MATCH", "{lists:?}");
 }
 
 /// A full read recognises rows that read as they did at the previous full read by their

@@ -35,6 +35,23 @@ pub async fn start_run(store: &Store, sync_def_id: Id, run_type: &str) -> Result
     Ok(id)
 }
 
+/// Marks the definition's other runs still RUNNING as FAILED: their process ended (killed,
+/// crashed, or stopped at once by a second signal) before it could record an end. Called as a
+/// run starts; returns how many were closed.
+pub async fn close_unfinished_runs(
+    store: &Store,
+    sync_def_id: Id,
+    current: Id,
+) -> Result<u64, StoreError> {
+    with_writer!(store, pool => sqlx::query(
+        "UPDATE sync_runs SET status = 'FAILED', end_time = $3,
+            error_message = 'ended without recording an end (the process was killed or crashed); a later run resumed safely'
+         WHERE sync_def_id = $1 AND status = 'RUNNING' AND id <> $2")
+        .bind(sync_def_id).bind(current).bind(Utc::now())
+        .execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("closing unfinished runs"))
+}
+
 /// Records the end of a run with its counters.
 pub async fn finish_run(
     store: &Store,
@@ -994,25 +1011,39 @@ pub struct NewFailure<'a> {
     pub error_message: &'a str,
     pub raw_data: Option<serde_json::Value>,
     pub normalized_data: Option<serde_json::Value>,
-    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// How long after its failure an entry that has failed `retries` times before is retried:
+/// five minutes, doubling with every retry that failed again, at most a day.
+pub fn retry_delay(retries: i64) -> chrono::Duration {
+    let doublings = u32::try_from(retries.clamp(0, 16)).unwrap_or(16);
+    (chrono::Duration::minutes(5) * 2_i32.pow(doublings)).min(chrono::Duration::days(1))
 }
 
 /// Dead-letters a row. An open entry for the same identity is updated instead (its retry count
-/// grows), so a row failing on every run stays one entry.
+/// grows, and so does the wait before the next retry, see [`retry_delay`]), so a row failing on
+/// every run stays one entry.
 pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(), StoreError> {
     let now = Utc::now();
-    let updated = with_writer!(store, pool => sqlx::query(
-        "UPDATE failed_records SET sync_run_id = $3, target_list_id = $4, stage_failed = $5, error_code = $6,
-            error_message = $7, raw_data = $8, normalized_data = $9, retry_count = retry_count + 1,
-            next_retry_at = $10, updated_at = $11
+    let retries: Option<i64> = with_pool!(store, pool => sqlx::query_scalar(
+        "SELECT retry_count FROM failed_records
          WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
-        .bind(failure.sync_def_id).bind(failure.source_identity_hash).bind(failure.run_id)
-        .bind(failure.target_list_id).bind(failure.stage).bind(failure.error_code).bind(failure.error_message)
-        .bind(failure.raw_data.clone().map(Json)).bind(failure.normalized_data.clone().map(Json))
-        .bind(failure.next_retry_at).bind(now)
-        .execute(pool).await.map(|r| r.rows_affected()))
-    .map_err(StoreError::query("dead-lettering a row"))?;
-    if updated > 0 {
+        .bind(failure.sync_def_id).bind(failure.source_identity_hash)
+        .fetch_optional(pool).await)
+    .map_err(StoreError::query("reading a dead-letter entry"))?;
+    if let Some(retries) = retries {
+        let retries = retries + 1;
+        with_writer!(store, pool => sqlx::query(
+            "UPDATE failed_records SET sync_run_id = $3, target_list_id = $4, stage_failed = $5, error_code = $6,
+                error_message = $7, raw_data = $8, normalized_data = $9, retry_count = $10,
+                next_retry_at = $11, updated_at = $12
+             WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
+            .bind(failure.sync_def_id).bind(failure.source_identity_hash).bind(failure.run_id)
+            .bind(failure.target_list_id).bind(failure.stage).bind(failure.error_code).bind(failure.error_message)
+            .bind(failure.raw_data.clone().map(Json)).bind(failure.normalized_data.clone().map(Json))
+            .bind(retries).bind(now + retry_delay(retries)).bind(now)
+            .execute(pool).await.map(|_| ()))
+        .map_err(StoreError::query("dead-lettering a row"))?;
         return Ok(());
     }
     with_writer!(store, pool => sqlx::query(
@@ -1024,7 +1055,7 @@ pub async fn record_failure(store: &Store, failure: &NewFailure<'_>) -> Result<(
         .bind(failure.source_identity_hash).bind(failure.target_list_id).bind(failure.stage)
         .bind(failure.error_code).bind(failure.error_message)
         .bind(failure.raw_data.clone().map(Json)).bind(failure.normalized_data.clone().map(Json))
-        .bind(failure.next_retry_at).bind(now)
+        .bind(now + retry_delay(0)).bind(now)
         .execute(pool).await.map(|_| ()))
     .map_err(StoreError::query("dead-lettering a row"))
 }
@@ -1036,6 +1067,23 @@ pub async fn resolve_failure(store: &Store, sync_def_id: Id, hash: &str) -> Resu
          WHERE sync_def_id = $1 AND source_identity_hash = $2 AND resolved_at IS NULL AND discarded_at IS NULL")
         .bind(sync_def_id).bind(hash).bind(Utc::now()).execute(pool).await.map(|_| ()))
     .map_err(StoreError::query("resolving a dead-letter entry"))
+}
+
+/// After a complete read of the whole table: resolves the open entries this run did not
+/// dead-letter again. Such a row was read and found in step (an entry for a row that synced is
+/// resolved as it syncs), or it is gone from the source, and a retry would bring it back.
+/// Returns how many entries were resolved.
+pub async fn resolve_failures_not_met(
+    store: &Store,
+    sync_def_id: Id,
+    run_id: Id,
+) -> Result<u64, StoreError> {
+    with_writer!(store, pool => sqlx::query(
+        "UPDATE failed_records SET resolved_at = $3, updated_at = $3
+         WHERE sync_def_id = $1 AND resolved_at IS NULL AND discarded_at IS NULL
+           AND (sync_run_id IS NULL OR sync_run_id <> $2)")
+        .bind(sync_def_id).bind(run_id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))
+    .map_err(StoreError::query("resolving dead-letter entries"))
 }
 
 const FAILED_COLUMNS: &str = "id, sync_def_id, source_identity, source_identity_hash, target_list_id, stage_failed,
@@ -1085,12 +1133,47 @@ pub async fn discard_failure(store: &Store, id: Id) -> Result<bool, StoreError> 
     .map_err(StoreError::query("discarding a dead-letter entry"))
 }
 
-/// Makes an entry due for retry now.
+/// Makes an entry due for retry now, with at least one retry left (an entry that used up its
+/// automatic retries gets one more; its retry count still tells how often it failed).
 pub async fn retry_failure_now(store: &Store, id: Id) -> Result<bool, StoreError> {
     with_writer!(store, pool => sqlx::query(
-        "UPDATE failed_records SET next_retry_at = $2, updated_at = $2 WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
+        "UPDATE failed_records SET next_retry_at = $2, updated_at = $2,
+            max_retries = CASE WHEN max_retries > retry_count THEN max_retries ELSE retry_count + 1 END
+         WHERE id = $1 AND resolved_at IS NULL AND discarded_at IS NULL")
         .bind(id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected() > 0))
     .map_err(StoreError::query("scheduling a retry"))
+}
+
+/// What a run did to one list, for `sync_metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct RunMetrics {
+    pub sync_def_id: Id,
+    pub source_instance_id: Id,
+    pub target_list_id: Id,
+    pub run_id: Id,
+    /// Items the run created, updated or moved into the list.
+    pub written: i64,
+    /// The run read everything it had to: the list was in step when it ended.
+    pub completed: bool,
+}
+
+/// Records a run in `sync_metrics`: its id, the items it wrote (added to the total), and, when
+/// it completed, the time the list was last in step.
+pub async fn put_run_metrics(store: &Store, metrics: &RunMetrics) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let synced_at = metrics.completed.then_some(now);
+    with_writer!(store, pool => sqlx::query(
+        "INSERT INTO sync_metrics (id, sync_def_id, source_instance_id, target_list_id, last_sync_ts,
+            total_rows_synced, last_run_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (sync_def_id, source_instance_id, target_list_id) DO UPDATE SET
+            last_sync_ts = COALESCE(excluded.last_sync_ts, sync_metrics.last_sync_ts),
+            total_rows_synced = sync_metrics.total_rows_synced + excluded.total_rows_synced,
+            last_run_id = excluded.last_run_id")
+        .bind(Id::new()).bind(metrics.sync_def_id).bind(metrics.source_instance_id)
+        .bind(metrics.target_list_id).bind(synced_at).bind(metrics.written).bind(metrics.run_id)
+        .execute(pool).await.map(|_| ()))
+    .map_err(StoreError::query("recording run metrics"))
 }
 
 /// Records a reconciliation of one list in `sync_metrics`.

@@ -110,7 +110,6 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
             error_message: "Title is too long",
             raw_data: Some(serde_json::json!({"id": 2})),
             normalized_data: None,
-            next_retry_at: None,
         };
         runtime::record_failure(&store, &failure)
             .await
@@ -123,6 +122,39 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
             .expect("open");
         assert_eq!(open.len(), 1, "{backend}: one entry per identity");
         assert_eq!(open[0].retry_count, 1, "{backend}");
+        let wait = open[0].next_retry_at.expect("a retry time") - chrono::Utc::now();
+        assert!(
+            wait > chrono::Duration::minutes(9) && wait <= chrono::Duration::minutes(10),
+            "{backend}: the second failure waits twice as long as the first: {wait}"
+        );
+        // Failing on: the wait doubles up to a day, and the automatic retries run out.
+        for _ in 0..4 {
+            runtime::record_failure(&store, &failure)
+                .await
+                .expect("dead-letter again");
+        }
+        let in_two_days = chrono::Utc::now() + chrono::Duration::days(2);
+        assert!(
+            runtime::due_failures(&store, def, in_two_days)
+                .await
+                .expect("due")
+                .is_empty(),
+            "{backend}: no automatic retries left"
+        );
+        // `dlq retry`: one more retry, now, and the count still tells how often it failed.
+        assert!(
+            runtime::retry_failure_now(&store, open[0].id)
+                .await
+                .expect("retry now")
+        );
+        let due = runtime::due_failures(&store, def, chrono::Utc::now())
+            .await
+            .expect("due");
+        assert_eq!(
+            (due.len(), due[0].retry_count),
+            (1, 5),
+            "{backend}: due again after a manual retry"
+        );
         runtime::resolve_failure(&store, def, "h2")
             .await
             .expect("resolve");
@@ -132,6 +164,45 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
                 .expect("open")
                 .is_empty()
         );
+
+        // A whole read resolves the entries it did not dead-letter again.
+        let earlier = NewFailure {
+            run_id: None,
+            source_identity: Some("3"),
+            source_identity_hash: Some("h3"),
+            ..failure.clone()
+        };
+        runtime::record_failure(&store, &earlier)
+            .await
+            .expect("dead-letter");
+        let again = NewFailure {
+            source_identity: Some("4"),
+            source_identity_hash: Some("h4"),
+            ..failure.clone()
+        };
+        runtime::record_failure(&store, &again)
+            .await
+            .expect("dead-letter");
+        assert_eq!(
+            runtime::resolve_failures_not_met(&store, def, run)
+                .await
+                .expect("resolve"),
+            1,
+            "{backend}"
+        );
+        let open = runtime::open_failures(&store, Some(def))
+            .await
+            .expect("open");
+        assert_eq!(
+            open.iter()
+                .map(|f| f.source_identity_hash.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("h4")],
+            "{backend}"
+        );
+        runtime::resolve_failure(&store, def, "h4")
+            .await
+            .expect("resolve");
 
         let counters = RunCounters {
             processed: 2,

@@ -83,7 +83,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
         dry_run: args.dry_run,
         batch_size: args.batch_size,
         shutdown: shutdown_token(),
-        progress: bar.as_ref().map(progress_callback),
+        progress: Some(match &bar {
+            Some(bar) => progress_callback(bar),
+            None => progress_log(std::time::Duration::from_secs(args.progress_every)),
+        }),
     };
     let report = engine.run(&args.sync, &options).await.map_err(engine_error);
     if let Some(bar) = &bar {
@@ -105,6 +108,12 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
                         change.action, change.identity, change.list
                     ),
                 }
+            }
+            if report.planned_not_listed > 0 {
+                println!(
+                    "… and {} more changes, not listed (the counts below include them)",
+                    report.planned_not_listed
+                );
             }
         }
         println!(
@@ -282,10 +291,7 @@ pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, Cli
                 println!("  rows without an item: {}", list.missing.join(", "));
             }
             if !list.unexpected.is_empty() {
-                println!(
-                    "  items without a row (key hashes): {}",
-                    list.unexpected.join(", ")
-                );
+                println!("  items without a row: {}", list.unexpected.join(", "));
             }
         }
     }
@@ -383,6 +389,33 @@ pub(crate) fn progress_callback(
             "{} created, {} updated, {} moved, {} deleted, {} unchanged, {} failed",
             c.created, c.updated, c.moved, c.deleted, c.unchanged, c.failed
         ));
+    })
+}
+
+/// Logs a run's progress at most once per `every` (rows read, the counters, and the row
+/// estimate when known), for runs without a terminal: cron, a service's journal, a pipe.
+fn progress_log(every: std::time::Duration) -> syncbridge_engine::run::ProgressFn {
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    std::sync::Arc::new(move |p: &syncbridge_engine::run::Progress| {
+        let Ok(mut last) = last.lock() else {
+            return;
+        };
+        if last.elapsed() < every {
+            return;
+        }
+        *last = std::time::Instant::now();
+        let c = &p.counters;
+        tracing::info!(
+            read = c.processed,
+            expected = p.expected_rows,
+            created = c.created,
+            updated = c.updated,
+            moved = c.moved,
+            deleted = c.deleted,
+            unchanged = c.unchanged,
+            failed = c.failed,
+            "progress"
+        );
     })
 }
 
