@@ -17,9 +17,9 @@ async fn the_postgres_example_runs_unchanged_with_addresses_from_the_environment
         "CREATE TABLE projects (id int PRIMARY KEY, name text NOT NULL, status text NOT NULL,
                                 budget numeric(12,2), owner_email text, notes text, ended_on date,
                                 updated_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO projects (id, name, status, budget, owner_email, ended_on)
+         INSERT INTO projects (id, name, status, budget, owner_email, notes, ended_on)
          SELECT g, ' project ' || g, (ARRAY['Active','Closed','Closed'])[g % 3 + 1], g * 10.005,
-                'owner' || g || '@example.com',
+                'owner' || g || '@example.com', 'note ' || g,
                 CASE WHEN g % 3 = 0 THEN NULL WHEN g % 2 = 0 THEN current_date - 30 ELSE date '2001-01-01' END
          FROM generate_series(1, 60) g;",
     )
@@ -88,4 +88,28 @@ async fn the_postgres_example_runs_unchanged_with_addresses_from_the_environment
     let closed_recently = (1..=60).filter(|g| g % 3 != 0 && g % 2 == 0).count();
     assert_eq!(count("Closed Projects"), closed_recently);
     assert_eq!(count("Archived Projects"), 40 - closed_recently);
+
+    // Directions: PUSH_ONLY and BIDIRECTIONAL fields are written, PULL_ONLY ones never.
+    let by_status = data
+        .sites
+        .iter()
+        .flat_map(|s| &s.lists)
+        .filter(|l| l.display_name != "Projects");
+    let mut seen = 0;
+    for item in by_status.flat_map(|l| l.items.values()) {
+        let field = |name: &str| item.fields.get(name).and_then(|v| v.as_str());
+        let id = item
+            .fields
+            .get("ProjectId")
+            .and_then(serde_json::Value::as_f64)
+            .expect("ProjectId") as i64;
+        assert_eq!(field("Title"), Some(format!(" project {id}").as_str()));
+        assert_eq!(
+            field("Owner"),
+            Some(format!("owner{id}@example.com").as_str())
+        );
+        assert!(!item.fields.contains_key("Notes"), "{:?}", item.fields);
+        seen += 1;
+    }
+    assert_eq!(seen, 60);
 }

@@ -1,7 +1,8 @@
-//! Graceful stop (issue: push engine, pipeline shape): on SIGTERM `syncbridge run` finishes the
-//! writes in flight, records them and exits 1 with the run marked stopped, leaving no ledger
-//! intent behind; a second signal stops it at once (exit 130). Either way the next run completes
-//! the sync with every row exactly once.
+//! Graceful stop: on SIGTERM `syncbridge run` finishes the writes in flight, records them and
+//! exits 1 with the run recorded as FAILED, "stopped before the end", leaving no intent behind; a
+//! second signal stops it at once (exit 130). Either way the next run completes the sync with
+//! every row exactly once. Also: progress lines without a terminal, and the `--json` document
+//! of a run that failed under way.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use support::{run, syncbridge};
-use syncbridge_graph_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use syncbridge_graph_emulator::{Emulator, EmulatorConfig, FaultConfig, RunningEmulator};
 
 const ROWS: i64 = 6_000;
 
@@ -171,4 +172,32 @@ async fn sigterm_finishes_the_writes_in_flight_and_a_second_signal_stops_at_once
     let mut unique = keys.clone();
     unique.dedup();
     assert_eq!(unique.len(), keys.len(), "no row twice");
+
+    // A run that fails once under way still prints its document with `--json`: here SharePoint
+    // answers every delete 503.
+    sqlx::query("DELETE FROM projects WHERE id = 1")
+        .execute(&mut db)
+        .await
+        .expect("delete");
+    emulator.set_faults(FaultConfig {
+        seed: 1,
+        rate_503: 1.0,
+        retry_after_seconds: 0.0,
+        kinds: vec!["item.delete".into()],
+        ..FaultConfig::default()
+    });
+    let output = run(syncbridge().args(["--store", &store, "run", "projects", "--full", "--json"]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document ({e}): {stderr}"));
+    assert_eq!(report["status"], "FAILED", "{report}");
+    assert_eq!(report["processed"], ROWS - 1, "{report}");
+    assert!(report["run_id"].is_string(), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503") || e.contains("serviceNotAvailable")),
+        "{report}"
+    );
 }

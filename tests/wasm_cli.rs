@@ -103,6 +103,25 @@ databases:
     assert_eq!(list_titles(&emulator, "Archived"), ["Alan Turing"]);
     let dlq = cli(&["dlq", "list", "projects"]);
     assert!(dlq.contains("no `status`"), "{dlq}");
+    // The entry by id: shown, scheduled for a retry, discarded; then it is no longer open.
+    let entries: serde_json::Value =
+        serde_json::from_str(&cli(&["dlq", "list", "projects", "--json"])).expect("json");
+    let id = entries[0]["id"].as_str().expect("an entry id").to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli(&["dlq", "show", &id, "--json"])).expect("json");
+    assert_eq!(shown["stage_failed"], "ROUTE", "{shown}");
+    for action in ["retry", "discard"] {
+        let done: serde_json::Value =
+            serde_json::from_str(&cli(&["dlq", action, &id, "--json"])).expect("json");
+        assert_eq!(
+            (done["id"].as_str(), done["action"].as_str()),
+            (Some(id.as_str()), Some(action))
+        );
+    }
+    let open: serde_json::Value =
+        serde_json::from_str(&cli(&["dlq", "list", "projects", "--json"])).expect("json");
+    assert_eq!(open, serde_json::json!([]), "a discarded entry is not open");
+    cli_expecting(2, &["dlq", "retry", &id]);
 
     // A new version of the rule ships as a file; the same binary picks it up on the next run.
     std::fs::copy(guests.join("format_v2.wasm"), plugins.join("names.wasm")).expect("swap");

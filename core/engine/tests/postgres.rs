@@ -1025,6 +1025,67 @@ async fn reconcile_names_the_rows_that_differ() {
     assert_eq!(lists[0].status, "MATCH", "{lists:?}");
 }
 
+/// `ARCHIVE_ONLY` writes each row once: later changes and deletes in the source leave the
+/// items as they were, and new rows are added.
+#[tokio::test]
+async fn archive_only_writes_each_row_once_from_postgres() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("archive") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g;",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }").replacen(
+        "    key: ",
+        "    mode: ARCHIVE_ONLY\n    key: ",
+        1,
+    );
+    let (store, key) = common::applied(&config).await;
+    let engine = common::engine(&store, &key);
+    engine.provision("items").await.expect("provision");
+    let first = engine
+        .run("items", &RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
+
+    sqlx::raw_sql(
+        "UPDATE items SET name = 'renamed' WHERE id = 1; DELETE FROM items WHERE id = 2;
+         INSERT INTO items VALUES (6, 'item 6');",
+    )
+    .execute(&mut db)
+    .await
+    .expect("changes");
+    let second = engine
+        .run("items", &RunOptions::default())
+        .await
+        .expect("run");
+    assert_eq!(
+        (
+            second.created,
+            second.updated,
+            second.deleted,
+            second.failed
+        ),
+        (1, 0, 0, 0),
+        "{second:?}"
+    );
+    let mut titles = list_items(&emulator, "Items");
+    titles.sort();
+    assert_eq!(
+        titles,
+        ["item 1", "item 2", "item 3", "item 4", "item 5", "item 6"]
+    );
+}
+
 /// A full read recognises rows that read as they did at the previous full read by their
 /// fingerprint, without mapping or hashing them, and only while the run would map and route
 /// them the same way: a changed row, a changed mapping, or a predicate that reads the clock

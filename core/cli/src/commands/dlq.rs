@@ -72,7 +72,11 @@ pub async fn run(global: &GlobalArgs, args: &DlqArgs) -> Result<Exit, CliError> 
                     "no open dead-letter entry {id}"
                 )));
             }
-            println!("entry {id} will be retried by the next run of its sync");
+            if global.json {
+                print_json(&serde_json::json!({"id": id, "action": "retry"}))?;
+            } else {
+                println!("entry {id} will be retried by the next run of its sync");
+            }
         }
         DlqCommand::Discard { id } => {
             if !discard_failure(&store, parse_id(id)?)
@@ -83,7 +87,11 @@ pub async fn run(global: &GlobalArgs, args: &DlqArgs) -> Result<Exit, CliError> 
                     "no open dead-letter entry {id}"
                 )));
             }
-            println!("entry {id} discarded (kept for the record, never retried)");
+            if global.json {
+                print_json(&serde_json::json!({"id": id, "action": "discard"}))?;
+            } else {
+                println!("entry {id} discarded (kept for the record, never retried)");
+            }
         }
     }
     Ok(Exit::Ok)

@@ -88,11 +88,20 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
             None => progress_log(std::time::Duration::from_secs(args.progress_every)),
         }),
     };
-    let report = engine.run(&args.sync, &options).await.map_err(engine_error);
+    let started = chrono::Utc::now();
+    let report = engine.run(&args.sync, &options).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            if global.json {
+                print_failed_run(&engine, &args.sync, started).await?;
+            }
+            return Err(engine_error(error));
+        }
+    };
     if global.json {
         print_json(&report)?;
     } else {
@@ -390,6 +399,38 @@ pub(crate) fn progress_callback(
             c.created, c.updated, c.moved, c.deleted, c.unchanged, c.failed
         ));
     })
+}
+
+/// With `--json`, a run that failed still prints its document, read back from its record:
+/// `status` FAILED, the counters up to the failure, and `error`. Nothing when the run failed
+/// before it was recorded (an unknown sync, a bad config: the error says it all).
+async fn print_failed_run(
+    engine: &Engine,
+    sync: &str,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), CliError> {
+    let runs = recent_runs(engine.store(), Some(sync), 1)
+        .await
+        .map_err(store_error)?;
+    let Some(run) = runs.into_iter().find(|run| run.start_time >= started) else {
+        return Ok(());
+    };
+    let duration_ms = run
+        .end_time
+        .map(|end| (end - run.start_time).num_milliseconds().max(0));
+    print_json(&serde_json::json!({
+        "run_id": run.id.to_string(),
+        "status": run.status,
+        "processed": run.items_processed,
+        "created": run.items_created,
+        "updated": run.items_updated,
+        "moved": run.items_moved,
+        "deleted": run.items_deleted,
+        "unchanged": run.items_unchanged,
+        "failed": run.items_failed,
+        "duration_ms": duration_ms,
+        "error": run.error_message,
+    }))
 }
 
 /// Logs a run's progress at most once per `every` (rows read, the counters, and the row
