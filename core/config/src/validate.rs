@@ -45,6 +45,9 @@ pub const SYSTEM_FIELDS: &[&str] = &[
     "ComplianceAssetId",
 ];
 
+/// The hidden list column that holds each item's identity hash (provisioned by SyncBridge).
+pub const KEY_COLUMN: &str = "SyncBridgeKey";
+
 /// Runs every whole-file check.
 pub fn validate(config: &Config, known: &Known) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -538,6 +541,18 @@ fn validate_sync(
     );
     for (j, mapping) in sync.mappings.iter().enumerate() {
         let mpath = format!("{path}.mappings[{j}]");
+        if mapping.target.eq_ignore_ascii_case(KEY_COLUMN) {
+            problems.push(
+                Problem::new(
+                    format!("{mpath}.target"),
+                    format!(
+                        "`{}` is the hidden column where SyncBridge keeps each item's identity; writing it would break crash recovery",
+                        mapping.target
+                    ),
+                )
+                .fix("choose another column name"),
+            );
+        }
         if SYSTEM_FIELDS.contains(&mapping.target.as_str())
             && mapping.direction != SyncDirection::PullOnly
         {

@@ -280,3 +280,14 @@ fn hashed_keys_are_refused_with_an_incremental_cursor() {
     );
     load_str(&fixed, Path::new("ok.yaml"), &known()).expect("HASHED with FULL_SCAN loads");
 }
+
+#[test]
+fn the_key_column_is_not_a_mapping_target() {
+    let error = problems_of(&mutate("target: Owner", "target: SyncBridgeKey"));
+    let text = error.to_string();
+    assert_eq!(
+        error.problems[0].path, "syncs[1].mappings[3].target",
+        "{text}"
+    );
+    assert!(text.contains("identity"), "{text}");
+}
