@@ -103,6 +103,27 @@ databases:
     assert_eq!(list_titles(&emulator, "Archived"), ["Alan Turing"]);
     let dlq = cli(&["dlq", "list", "projects"]);
     assert!(dlq.contains("no `status`"), "{dlq}");
+    // Reconciliation: the lists hold what is routed to them, and the row routed nowhere is
+    // named (exit 1).
+    let reconciled: serde_json::Value =
+        serde_json::from_str(&cli_expecting(1, &["reconcile", "projects", "--json"]))
+            .expect("json");
+    assert_eq!(
+        (
+            reconciled["unassigned"].as_i64(),
+            reconciled["unassigned_rows"].clone()
+        ),
+        (Some(1), serde_json::json!(["4"])),
+        "{reconciled}"
+    );
+    assert!(
+        reconciled["lists"]
+            .as_array()
+            .expect("lists")
+            .iter()
+            .all(|l| l["status"] == "MATCH"),
+        "{reconciled}"
+    );
     // The entry by id: shown, scheduled for a retry, discarded; then it is no longer open.
     let entries: serde_json::Value =
         serde_json::from_str(&cli(&["dlq", "list", "projects", "--json"])).expect("json");

@@ -981,10 +981,47 @@ pub struct ListReconcile {
     pub unexpected: Vec<String>,
 }
 
+/// A definition's reconciliation: each list, and the source rows that belong to none.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconciliation {
+    pub lists: Vec<ListReconcile>,
+    /// Source rows that belong to no list: a rule, the identity or the routing fails for them
+    /// (a run dead-letters them).
+    pub unassigned: u64,
+    /// Identities of those rows (at most 20; rows without one are only counted).
+    pub unassigned_rows: Vec<String>,
+}
+
+impl Reconciliation {
+    /// Every list matches and every source row belongs to a list.
+    pub fn matches(&self) -> bool {
+        self.unassigned == 0 && self.lists.iter().all(|l| l.status == "MATCH")
+    }
+}
+
+/// What a full read says the lists should hold (see [`RunState::expected`]).
+struct Expected {
+    /// Per target: identity hash → identity.
+    lists: Vec<HashMap<String, String>>,
+    unassigned: u64,
+    unassigned_rows: Vec<String>,
+}
+
+impl Expected {
+    fn unassigned(&mut self, identity: Option<String>) {
+        self.unassigned += 1;
+        if let Some(identity) = identity
+            && self.unassigned_rows.len() < 20
+        {
+            self.unassigned_rows.push(identity);
+        }
+    }
+}
+
 impl Engine {
     /// Compares, list by list, the source rows a definition routes there with the items present,
     /// and records the result in `sync_metrics`. Writes nothing to the target.
-    pub async fn reconcile(&self, name: &str) -> Result<Vec<ListReconcile>, EngineError> {
+    pub async fn reconcile(&self, name: &str) -> Result<Reconciliation, EngineError> {
         let def = self.definition(name).await?;
         let Connected {
             def,
@@ -1014,7 +1051,7 @@ impl Engine {
                     error,
                 })?;
             let present: HashSet<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
-            let wanted = &expected[index];
+            let wanted = &expected.lists[index];
             let missing: Vec<String> = wanted
                 .iter()
                 .filter(|(h, _)| !present.contains(h.as_str()))
@@ -1064,7 +1101,11 @@ impl Engine {
                 unexpected,
             });
         }
-        Ok(out)
+        Ok(Reconciliation {
+            lists: out,
+            unassigned: expected.unassigned,
+            unassigned_rows: expected.unassigned_rows,
+        })
     }
 }
 
@@ -2104,8 +2145,12 @@ impl<'a> RunState<'a> {
         source: &dyn ErasedSource,
         mapper: &Mapper,
         router: Option<&dyn ShardRouter>,
-    ) -> Result<Vec<HashMap<String, String>>, EngineError> {
-        let mut out: Vec<HashMap<String, String>> = vec![HashMap::new(); self.targets.len()];
+    ) -> Result<Expected, EngineError> {
+        let mut out = Expected {
+            lists: vec![HashMap::new(); self.targets.len()],
+            unassigned: 0,
+            unassigned_rows: Vec::new(),
+        };
         let mut request = self.read_request(None, mapper);
         request.cursor = CursorSpec::FullScan;
         let mut stream = source
@@ -2116,24 +2161,31 @@ impl<'a> RunState<'a> {
             let batch = batch.map_err(|e| self.connector_error(e))?;
             // Mapped and routed a batch at a time, as a run does.
             let rows: Vec<&Row> = batch.rows.iter().collect();
-            let mapped: Vec<(&Row, MappedRow)> = rows
-                .iter()
-                .zip(mapper.map_batch_with(&batch.columns, &rows, source_view(router)))
-                .filter_map(|(row, mapped)| Some((*row, mapped.ok()?)))
-                .collect();
-            let mut routes = BatchRoutes::decide(router, mapped.iter().map(|(_, m)| m));
             let keys = self.key_positions(&batch.columns);
+            let mut mapped: Vec<(&Row, MappedRow)> = Vec::with_capacity(rows.len());
+            for (row, result) in
+                rows.iter()
+                    .zip(mapper.map_batch_with(&batch.columns, &rows, source_view(router)))
+            {
+                match result {
+                    Ok(row_mapped) => mapped.push((*row, row_mapped)),
+                    Err(_) => out.unassigned(self.identity_of(keys.as_deref(), row, None)),
+                }
+            }
+            let mut routes = BatchRoutes::decide(router, mapped.iter().map(|(_, m)| m));
             for (row, mapped) in &mapped {
                 let decision = routes.next();
                 let Some(identity) = self.identity_of(keys.as_deref(), row, Some(&mapped.fields))
                 else {
+                    out.unassigned(None);
                     continue;
                 };
                 let Ok(target) = self.target_index(decision) else {
+                    out.unassigned(Some(identity));
                     continue;
                 };
                 let hash = source_identity_hash(&self.def.key_strategy, &identity);
-                out[target].insert(hash, identity);
+                out.lists[target].insert(hash, identity);
             }
         }
         Ok(out)

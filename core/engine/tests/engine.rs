@@ -400,12 +400,22 @@ async fn reconcile_compares_routed_rows_with_list_items() {
         .run("projects", &RunOptions::default())
         .await
         .expect("run");
-    let lists = fx.engine.reconcile("projects").await.expect("reconcile");
+    let lists = fx
+        .engine
+        .reconcile("projects")
+        .await
+        .expect("reconcile")
+        .lists;
     assert!(lists.iter().all(|l| l.status == "MATCH"), "{lists:?}");
     assert_eq!(lists.iter().map(|l| l.items).sum::<usize>(), 12);
 
     execute(&fx.source, "INSERT INTO projects VALUES (99, 'late', 'Active', '1.00', '2025-01-01', NULL, '2026-01-01 00:00:00')").await;
-    let lists = fx.engine.reconcile("projects").await.expect("reconcile");
+    let lists = fx
+        .engine
+        .reconcile("projects")
+        .await
+        .expect("reconcile")
+        .lists;
     let active = lists
         .iter()
         .find(|l| l.list == "Active Projects")

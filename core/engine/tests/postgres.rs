@@ -990,7 +990,7 @@ async fn reconcile_names_the_rows_that_differ() {
         .run("items", &RunOptions::default())
         .await
         .expect("run");
-    let lists = engine.reconcile("items").await.expect("reconcile");
+    let lists = engine.reconcile("items").await.expect("reconcile").lists;
     assert_eq!(
         (lists[0].source_rows, lists[0].items, lists[0].status),
         (5, 5, "MATCH")
@@ -1000,7 +1000,7 @@ async fn reconcile_names_the_rows_that_differ() {
         .execute(&mut db)
         .await
         .expect("changes");
-    let lists = engine.reconcile("items").await.expect("reconcile");
+    let lists = engine.reconcile("items").await.expect("reconcile").lists;
     let list = &lists[0];
     assert_eq!(
         (list.source_rows, list.items, list.status),
@@ -1021,7 +1021,7 @@ async fn reconcile_names_the_rows_that_differ() {
         .run("items", &RunOptions::default())
         .await
         .expect("run");
-    let lists = engine.reconcile("items").await.expect("reconcile");
+    let lists = engine.reconcile("items").await.expect("reconcile").lists;
     assert_eq!(lists[0].status, "MATCH", "{lists:?}");
 }
 

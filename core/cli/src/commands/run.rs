@@ -283,15 +283,16 @@ pub async fn drift(global: &GlobalArgs, args: &DriftArgs) -> Result<Exit, CliErr
 
 pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, CliError> {
     let engine = engine(global).await?;
-    let lists = engine.reconcile(&args.sync).await.map_err(engine_error)?;
+    let reconciliation = engine.reconcile(&args.sync).await.map_err(engine_error)?;
+    let lists = &reconciliation.lists;
     if global.json {
-        print_json(&lists)?;
+        print_json(&reconciliation)?;
     } else {
         println!(
             "{:<28} {:>11} {:>8}  STATUS",
             "LIST", "SOURCE ROWS", "ITEMS"
         );
-        for list in &lists {
+        for list in lists {
             println!(
                 "{:<28} {:>11} {:>8}  {}",
                 list.list, list.source_rows, list.items, list.status
@@ -303,8 +304,19 @@ pub async fn reconcile(global: &GlobalArgs, args: &SyncArgs) -> Result<Exit, Cli
                 println!("  items without a row: {}", list.unexpected.join(", "));
             }
         }
+        if reconciliation.unassigned > 0 {
+            println!(
+                "{} source rows belong to no list: a rule or the routing fails for them (`syncbridge dlq list` has the reason){}",
+                reconciliation.unassigned,
+                if reconciliation.unassigned_rows.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", reconciliation.unassigned_rows.join(", "))
+                }
+            );
+        }
     }
-    Ok(if lists.iter().all(|l| l.status == "MATCH") {
+    Ok(if reconciliation.matches() {
         Exit::Ok
     } else {
         Exit::Failures
