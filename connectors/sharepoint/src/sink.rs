@@ -576,7 +576,7 @@ impl Target for SharePointTarget {
                     serialized += 1;
                 }
                 Err((code, message)) => {
-                    outcomes[index] = Some(WriteOutcome::Rejected { code, message });
+                    outcomes[index] = Some(WriteOutcome::Unencodable { code, message });
                 }
             }
         }

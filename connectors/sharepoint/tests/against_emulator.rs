@@ -138,11 +138,11 @@ async fn thousands_of_writes_with_per_row_outcomes() {
         .collect();
     assert_eq!(created.len(), 1999);
     match &outcomes[7] {
-        WriteOutcome::Rejected { message, .. } => assert!(
+        WriteOutcome::Unencodable { message, .. } => assert!(
             message.contains("Code") && message.contains("maximum of 8"),
             "{message}"
         ),
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected a value refused before sending, got {other:?}"),
     }
     assert!(
         emulator.counts().kind("batch") >= 100,

@@ -117,6 +117,13 @@ pub enum WriteOutcome {
         code: String,
         message: String,
     },
+    /// The target could not encode the values for the collection (a value its column cannot
+    /// take, a column the collection lacks) and sent nothing; like [`Self::Rejected`], it fails
+    /// again until the row, the mapping or the collection changes.
+    Unencodable {
+        code: String,
+        message: String,
+    },
     /// The op may succeed later (throttling, 5xx, a dropped connection).
     Failed(ConnectorError),
 }

@@ -3071,19 +3071,12 @@ impl<'a> RunState<'a> {
                 }
                 WriteOutcome::Deleted => {}
                 WriteOutcome::Rejected { code, message } => {
-                    self.forget_intent(&row, &planned).await?;
-                    let normalized = serde_json::to_value(&row.fields).ok();
-                    self.dead_letter(
-                        Some(&row.identity),
-                        Some(&row.hash),
-                        Some(&list_id),
-                        "WRITE",
-                        Some(&code),
-                        &message,
-                        row_json(&row.columns, &row.raw),
-                        normalized,
-                    )
-                    .await?;
+                    self.refused(&row, &planned, &list_id, "WRITE", &code, &message)
+                        .await?;
+                }
+                WriteOutcome::Unencodable { code, message } => {
+                    self.refused(&row, &planned, &list_id, "ENCODE", &code, &message)
+                        .await?;
                 }
                 WriteOutcome::Failed(error) => {
                     self.forget_intent(&row, &planned).await?;
@@ -3122,6 +3115,32 @@ impl<'a> RunState<'a> {
     }
 
     /// After a refused create or move, the ledger goes back to what is true in the target.
+    /// The target refused a row's write (`WRITE`) or could not encode it (`ENCODE`): its intent
+    /// is dropped and the row dead-lettered.
+    async fn refused(
+        &mut self,
+        row: &Prepared,
+        planned: &Planned,
+        list_id: &str,
+        stage: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        self.forget_intent(row, planned).await?;
+        let normalized = serde_json::to_value(&row.fields).ok();
+        self.dead_letter(
+            Some(&row.identity),
+            Some(&row.hash),
+            Some(list_id),
+            stage,
+            Some(code),
+            message,
+            row_json(&row.columns, &row.raw),
+            normalized,
+        )
+        .await
+    }
+
     async fn forget_intent(&self, row: &Prepared, planned: &Planned) -> Result<(), EngineError> {
         match planned {
             Planned::Create => {

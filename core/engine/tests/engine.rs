@@ -341,6 +341,7 @@ async fn a_value_the_list_refuses_costs_one_row() {
     assert_eq!((report.created, report.failed), (9, 1));
     let open = runtime::open_failures(&store, None).await.expect("dlq");
     assert_eq!(open[0].source_identity.as_deref(), Some("4"));
+    assert_eq!(open[0].stage_failed, "ENCODE", "refused before sending");
     assert!(
         open[0].error_message.contains("Title") && open[0].error_message.contains("255"),
         "{}",

@@ -202,7 +202,9 @@ impl From<WriteOutcome> for WireWriteOutcome {
             WriteOutcome::Updated => Self::Updated,
             WriteOutcome::Deleted => Self::Deleted,
             WriteOutcome::NotFound => Self::NotFound,
-            WriteOutcome::Rejected { code, message } => Self::Rejected { code, message },
+            // The wire has one refusal; the host records a plugin's as a write's.
+            WriteOutcome::Rejected { code, message }
+            | WriteOutcome::Unencodable { code, message } => Self::Rejected { code, message },
             WriteOutcome::Failed(error) => Self::Failed {
                 error: WireError::from(&error),
             },
