@@ -123,14 +123,15 @@ pub struct RunArgs {
     /// Read everything, ignoring the committed cursor (also finds deleted rows).
     #[arg(long)]
     pub full: bool,
-    /// Print the planned creates, updates, moves and deletes; write nothing.
+    /// Print the planned creates, updates, moves and deletes (the first 10,000; the counts
+    /// include all); write nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Rows per source batch.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
-    /// Without a terminal (no progress bar), log a progress line this often, in seconds; 0 logs
-    /// one after every batch.
+    /// Without a progress bar (output not a terminal, or `--json`), log a progress line this
+    /// often, in seconds; 0 logs one after every batch.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub progress_every: u64,
 }

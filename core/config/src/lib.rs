@@ -14,7 +14,7 @@ mod validate;
 pub use load::{ConfigError, Problem, load_file, load_str};
 pub use model::Config;
 pub use secret_ref::{SECRET_FIELDS, SecretRef};
-pub use validate::{Known, SYSTEM_FIELDS};
+pub use validate::{HASHED_NEEDS_FULL_SCAN, KEY_COLUMN, Known, SYSTEM_FIELDS};
 
 /// The JSON Schema of the config file format, for editors and CI checks.
 pub fn json_schema() -> serde_json::Value {

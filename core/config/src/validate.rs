@@ -48,6 +48,10 @@ pub const SYSTEM_FIELDS: &[&str] = &[
 /// The hidden list column that holds each item's identity hash (provisioned by SyncBridge).
 pub const KEY_COLUMN: &str = "SyncBridgeKey";
 
+/// Why a HASHED key takes only the FULL_SCAN cursor (checked here and by the engine, for
+/// definitions written to the store another way).
+pub const HASHED_NEEDS_FULL_SCAN: &str = "HASHED keys need the FULL_SCAN cursor: an incremental read cannot tell which item an updated or deleted row had";
+
 /// Runs every whole-file check.
 pub fn validate(config: &Config, known: &Known) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -336,7 +340,7 @@ fn validate_sync(
         problems.push(
             Problem::new(
                 format!("{path}.cursor.strategy"),
-                "HASHED keys need the FULL_SCAN cursor: an incremental read cannot tell which item an updated or deleted row had",
+                HASHED_NEEDS_FULL_SCAN,
             )
             .fix("use `cursor: { strategy: FULL_SCAN }`, or key the rows by columns (PRIMARY_KEY, UNIQUE_CONSTRAINT or COMPOSITE_COLUMNS)"),
         );

@@ -44,7 +44,7 @@ use crate::plan::{Mode, Planned, Synced, deletes_vanished_rows, plan_row};
 use crate::router::CelRouter;
 
 /// The hidden, indexed, unique column that holds each item's identity hash.
-pub const KEY_FIELD: &str = "SyncBridgeKey";
+pub const KEY_FIELD: &str = syncbridge_config::KEY_COLUMN;
 
 /// Called after every source batch with the progress so far (progress bars, logs).
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -71,6 +71,9 @@ pub struct RunOptions {
     pub shutdown: CancellationToken,
     /// Told about progress after every batch.
     pub progress: Option<ProgressFn>,
+    /// Before a read from the start, ask the source's catalog for a row estimate, for a
+    /// progress bar's ETA ([`Progress::expected_rows`]); an extra query (on SQLite a count).
+    pub estimate_rows: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -91,6 +94,7 @@ impl Default for RunOptions {
             batch_size: 1000,
             shutdown: CancellationToken::new(),
             progress: None,
+            estimate_rows: false,
         }
     }
 }
@@ -161,6 +165,12 @@ pub enum EngineError {
     /// A source or target failed in a way that stops the run.
     #[error("sync `{sync}`: {error}{}", error.hint().map(|h| format!("\n  fix: {h}")).unwrap_or_default())]
     Connector { sync: String, error: ConnectorError },
+    /// Another run of the definition is under way (it holds the definition's run lock).
+    #[error(
+        "sync `{sync}`: another run of it is under way{}; wait for it to end (or stop it with Ctrl-C / SIGTERM) and run again",
+        since.as_ref().map(|s| format!(" (run {s})")).unwrap_or_default()
+    )]
+    Busy { sync: String, since: Option<String> },
 }
 
 impl EngineError {
@@ -753,6 +763,26 @@ impl Engine {
                 "the definition is disabled (`enabled: false`)",
             ));
         }
+        // One run of a definition at a time (a dry run writes nothing and needs no lock); held
+        // until the run returns.
+        let _lock = if options.dry_run {
+            None
+        } else {
+            match syncbridge_store::lock::try_lock_definition(&self.store, def.id).await? {
+                Some(lock) => Some(lock),
+                None => {
+                    let since = runtime::recent_runs(&self.store, Some(&def.name), 1)
+                        .await?
+                        .into_iter()
+                        .find(|run| run.status == "RUNNING")
+                        .map(|run| format!("{}, started {}", run.id, run.start_time));
+                    return Err(EngineError::Busy {
+                        sync: def.name.clone(),
+                        since,
+                    });
+                }
+            }
+        };
         let Connected {
             def,
             mapper,
@@ -775,6 +805,7 @@ impl Engine {
         if !options.dry_run {
             let run_id = runtime::start_run(&self.store, def.id, "PUSH").await?;
             run.run_id = Some(run_id);
+            // This run holds the definition's lock: any other run still RUNNING is dead.
             let unfinished = runtime::close_unfinished_runs(&self.store, def.id, run_id).await?;
             if unfinished > 0 {
                 runtime::add_event(
@@ -903,12 +934,13 @@ impl Engine {
     /// instance, and completes the key from the source's catalog when the config did not list it.
     async fn prepare(&self, def: RunDefinition) -> Result<Connected, EngineError> {
         // Also checked when a config is applied; a definition written to the store another way
-        // is checked here (see `validate.rs`).
+        // is checked here.
         if def.key_strategy == "HASHED" && def.cursor_strategy != "FULL_SCAN" {
             return Err(EngineError::config(
                 &def,
                 format!(
-                    "key strategy HASHED needs the FULL_SCAN cursor, not {}: an incremental read cannot tell which item an updated or deleted row had; use FULL_SCAN or a keyed strategy",
+                    "{} (it has {}); use FULL_SCAN, or key the rows by columns",
+                    syncbridge_config::HASHED_NEEDS_FULL_SCAN,
                     def.cursor_strategy
                 ),
             ));
@@ -1221,6 +1253,9 @@ struct RunState<'a> {
     fingerprint_config: Option<[u8; 32]>,
     /// Rows a full read recognised unchanged by their fingerprint (counted in `unchanged` too).
     recognised: i64,
+    /// When the read last started from the beginning: after a complete read, dead-letter
+    /// entries not failed again since are resolved (see [`Self::delete_vanished`]).
+    read_started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A compact copy of the ledger, loaded once at the start of a full read. It decides two things
@@ -1708,6 +1743,7 @@ impl<'a> RunState<'a> {
             read_restarted: false,
             fingerprint_config: None,
             recognised: 0,
+            read_started_at: chrono::Utc::now(),
         }
     }
     fn default_target(&self) -> usize {
@@ -2079,13 +2115,19 @@ impl<'a> RunState<'a> {
                 lower_hex(&Sha256::digest(raw.to_string().as_bytes()).into())
             )),
         };
+        let hash = hash.or(raw_hash.as_deref());
+        if let Some(hash) = hash {
+            // Open from now on: a later batch of this run that syncs or deletes the row
+            // resolves it.
+            self.open_failures.insert(hash.to_owned());
+        }
         runtime::record_failure(
             &self.engine.store,
             &NewFailure {
                 sync_def_id: self.def.id,
                 run_id: self.run_id,
                 source_identity: identity,
-                source_identity_hash: hash.or(raw_hash.as_deref()),
+                source_identity_hash: hash,
                 target_list_id: list,
                 stage,
                 error_code: code,
@@ -2206,12 +2248,15 @@ impl<'a> RunState<'a> {
                 .await?
                 .map(Position)
         };
+        if from.is_none() {
+            self.read_started_at = chrono::Utc::now();
+        }
         // A read from the beginning meets every row: the digest answers for most of them
         // (also on the first read of an `UPDATED_AT` or `LSN` definition). Loaded once the
         // source's read is under way, which it overlaps.
         let mut digest_wanted = from.is_none();
-        let expected_rows = match (&self.options.progress, &from) {
-            (Some(_), None) => self.expected_rows(source).await,
+        let expected_rows = match (self.options.estimate_rows, &from) {
+            (true, None) => self.expected_rows(source).await,
             _ => None,
         };
         // The instance read from: the one the run connected, or another after a failover.
@@ -2318,6 +2363,10 @@ impl<'a> RunState<'a> {
             .await?;
         }
         self.read_restarted = true;
+        // The read meets every row again: what the dead-letter retries and the partial read
+        // met before counts no more (a row they wrote and that is gone since is deleted).
+        self.seen.clear();
+        self.read_started_at = chrono::Utc::now();
         if self.digest.is_none() {
             self.load_digest().await?;
         }
@@ -3079,20 +3128,9 @@ impl<'a> RunState<'a> {
                         .await?;
                 }
                 WriteOutcome::Failed(error) => {
-                    self.forget_intent(&row, &planned).await?;
-                    let normalized = serde_json::to_value(&row.fields).ok();
                     let message = error.to_string();
-                    self.dead_letter(
-                        Some(&row.identity),
-                        Some(&row.hash),
-                        Some(&list_id),
-                        "WRITE",
-                        Some("retriable"),
-                        &message,
-                        row_json(&row.columns, &row.raw),
-                        normalized,
-                    )
-                    .await?;
+                    self.refused(&row, &planned, &list_id, "WRITE", "retriable", &message)
+                        .await?;
                 }
                 _ => {}
             }
@@ -3114,9 +3152,8 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    /// After a refused create or move, the ledger goes back to what is true in the target.
-    /// The target refused a row's write (`WRITE`) or could not encode it (`ENCODE`): its intent
-    /// is dropped and the row dead-lettered.
+    /// The target refused a row's write or failed it for good (`WRITE`), or could not encode it
+    /// (`ENCODE`): its intent is dropped and the row dead-lettered.
     async fn refused(
         &mut self,
         row: &Prepared,
@@ -3141,6 +3178,7 @@ impl<'a> RunState<'a> {
         .await
     }
 
+    /// After a refused create or move, the ledger goes back to what is true in the target.
     async fn forget_intent(&self, row: &Prepared, planned: &Planned) -> Result<(), EngineError> {
         match planned {
             Planned::Create => {
@@ -3211,16 +3249,20 @@ impl<'a> RunState<'a> {
         }
     }
 
-    /// After a complete full read: items whose source row is gone are deleted, and so are the
-    /// open dead-letter entries the read did not fail again (see
+    /// After a complete full read: items whose source row is gone are deleted, and the open
+    /// dead-letter entries the read did not fail again are resolved (see
     /// [`runtime::resolve_failures_not_met`]).
     async fn delete_vanished(&mut self) -> Result<(), EngineError> {
         if !deletes_vanished_rows(self.mode) {
             return Ok(());
         }
-        if let Some(run_id) = self.run_id {
-            let resolved =
-                runtime::resolve_failures_not_met(&self.engine.store, self.def.id, run_id).await?;
+        if self.run_id.is_some() {
+            let resolved = runtime::resolve_failures_not_met(
+                &self.engine.store,
+                self.def.id,
+                self.read_started_at,
+            )
+            .await?;
             if resolved > 0 {
                 tracing::info!(sync = %self.def.name, entries = resolved,
                     "dead-letter entries resolved: their rows are gone or back in step");

@@ -255,6 +255,52 @@ async fn a_dry_run_lists_a_bounded_number_of_changes_and_counts_them_all() {
 }
 
 #[tokio::test]
+async fn a_run_is_refused_while_another_run_of_the_definition_holds_it() {
+    for store in TestStore::all().await {
+        let fx = fixture(&store, 5, "ONE_WAY_PUSH").await;
+        let def: syncbridge_store::Id =
+            syncbridge_store::with_pool!(store, pool => sqlx::query_scalar(
+            "SELECT id FROM sync_definitions WHERE name = 'projects'")
+            .fetch_one(pool).await)
+            .expect("definition");
+        let other_run = syncbridge_store::lock::try_lock_definition(&store, def)
+            .await
+            .expect("lock")
+            .expect("free");
+        let error = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect_err("refused while another run holds the definition");
+        assert!(
+            matches!(error, syncbridge_engine::run::EngineError::Busy { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("another run"), "{error}");
+        assert_eq!(items(&fx.emulator), 0, "{}", store.backend());
+        let plan = fx
+            .engine
+            .run(
+                "projects",
+                &RunOptions {
+                    dry_run: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("a dry run needs no lock");
+        assert_eq!(plan.created, 5);
+        drop(other_run);
+        let report = fx
+            .engine
+            .run("projects", &RunOptions::default())
+            .await
+            .expect("runs once the other has ended");
+        assert_eq!(report.created, 5, "{}", store.backend());
+    }
+}
+
+#[tokio::test]
 async fn failed_writes_are_dead_lettered_and_retried_from_the_raw_row() {
     for store in TestStore::all().await {
         let fx = fixture(&store, 25, "ONE_WAY_PUSH").await;

@@ -681,9 +681,9 @@ async fn restart_lsn(db: &mut sqlx::PgConnection, slot: &str) -> String {
         .expect("restart_lsn")
 }
 
-/// A database with table `items` (id, name) of `rows` rows and an `LSN` sync of it, `items`
+/// A database with table `items` (id, name) of `rows` rows and a sync of it, `items`
 /// ([`items_config`]), applied and provisioned.
-struct LsnItems {
+struct Items {
     pg: syncbridge_store::testing::PgDatabase,
     db: sqlx::PgConnection,
     slot: String,
@@ -692,12 +692,13 @@ struct LsnItems {
     key: Arc<MasterKey>,
 }
 
-/// [`LsnItems`]; `None` (after saying why) without PostgreSQL or logical decoding, when
-/// services are not required.
-async fn lsn_items(name: &str, rows: i64) -> Option<LsnItems> {
+/// [`Items`], read with the `LSN` cursor (its slot named after the database) or `FULL_SCAN`;
+/// `None` (after saying why) without PostgreSQL, or logical decoding for `LSN`, when services
+/// are not required.
+async fn items(name: &str, rows: i64, lsn: bool) -> Option<Items> {
     let pg = syncbridge_store::testing::PgDatabase::create(name)?;
     let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
-    if !logical_decoding(&mut db).await {
+    if lsn && !logical_decoding(&mut db).await {
         return None;
     }
     sqlx::raw_sql(&format!(
@@ -711,13 +712,17 @@ async fn lsn_items(name: &str, rows: i64) -> Option<LsnItems> {
     let emulator = Emulator::start_local(EmulatorConfig::default())
         .await
         .expect("emulator");
-    let cursor = format!("{{ strategy: LSN, slot: {slot} }}");
+    let cursor = if lsn {
+        format!("{{ strategy: LSN, slot: {slot} }}")
+    } else {
+        "{ strategy: FULL_SCAN }".to_owned()
+    };
     let (store, key) = common::applied(&items_config(&pg.name, &emulator, &cursor)).await;
     common::engine(&store, &key)
         .provision("items")
         .await
         .expect("provision");
-    Some(LsnItems {
+    Some(Items {
         pg,
         db,
         slot,
@@ -732,14 +737,14 @@ async fn lsn_items(name: &str, rows: i64) -> Option<LsnItems> {
 /// change made since.
 #[tokio::test]
 async fn dry_runs_leave_the_replication_slot_alone() {
-    let Some(LsnItems {
+    let Some(Items {
         pg: _pg,
         mut db,
         slot,
         emulator,
         store,
         key,
-    }) = lsn_items("lsn_dry", 5).await
+    }) = items("lsn_dry", 5, true).await
     else {
         return;
     };
@@ -835,14 +840,14 @@ fn creates_throttled(emulator: &RunningEmulator) {
 /// is not brought back by its retry.
 #[tokio::test]
 async fn lsn_retries_dead_letters_when_due_and_never_revives_a_deleted_row() {
-    let Some(LsnItems {
+    let Some(Items {
         pg: _pg,
         mut db,
         slot: _,
         emulator,
         store,
         key,
-    }) = lsn_items("lsn_dlq", 6).await
+    }) = items("lsn_dlq", 6, true).await
     else {
         return;
     };
@@ -901,25 +906,22 @@ async fn lsn_retries_dead_letters_when_due_and_never_revives_a_deleted_row() {
 /// entries of rows gone from the source instead of bringing them back.
 #[tokio::test]
 async fn full_reads_retry_dead_letters_once_and_resolve_those_of_deleted_rows() {
-    let Some(pg) = syncbridge_store::testing::PgDatabase::create("scan_dlq") else {
+    let Some(Items {
+        pg: _pg,
+        mut db,
+        emulator,
+        store,
+        key,
+        ..
+    }) = items("scan_dlq", 5, false).await
+    else {
         return;
     };
-    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
-    sqlx::raw_sql(
-        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
-         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g;
-         INSERT INTO items VALUES (6, repeat('x', 300));",
-    )
-    .execute(&mut db)
-    .await
-    .expect("rows");
-    let emulator = Emulator::start_local(EmulatorConfig::default())
-        .await
-        .expect("emulator");
-    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }");
-    let (store, key) = common::applied(&config).await;
     let engine = || common::engine(&store, &key);
-    engine().provision("items").await.expect("provision");
+    sqlx::query("INSERT INTO items VALUES (6, repeat('x', 300))")
+        .execute(&mut db)
+        .await
+        .expect("a row too long for a Title");
 
     creates_throttled(&emulator);
     let first = engine()
@@ -968,24 +970,18 @@ async fn full_reads_retry_dead_letters_once_and_resolve_those_of_deleted_rows() 
 /// is gone.
 #[tokio::test]
 async fn reconcile_names_the_rows_that_differ() {
-    let Some(pg) = syncbridge_store::testing::PgDatabase::create("reconcile") else {
+    let Some(Items {
+        pg: _pg,
+        mut db,
+        emulator: _emulator,
+        store,
+        key,
+        ..
+    }) = items("reconcile", 5, false).await
+    else {
         return;
     };
-    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
-    sqlx::raw_sql(
-        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
-         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g;",
-    )
-    .execute(&mut db)
-    .await
-    .expect("rows");
-    let emulator = Emulator::start_local(EmulatorConfig::default())
-        .await
-        .expect("emulator");
-    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }");
-    let (store, key) = common::applied(&config).await;
     let engine = common::engine(&store, &key);
-    engine.provision("items").await.expect("provision");
     engine
         .run("items", &RunOptions::default())
         .await

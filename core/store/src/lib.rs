@@ -12,6 +12,7 @@
 pub mod definitions;
 mod id;
 pub mod inventory;
+pub mod lock;
 pub mod runtime;
 pub mod secrets;
 pub mod sharepoint;
@@ -149,6 +150,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A run's lock file beside the SQLite meta-store cannot be made or locked.
+    #[error(
+        "cannot lock the definition's runs in {path}: {source}; check that the meta-store's directory is writable"
+    )]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -170,7 +180,7 @@ impl StoreError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            StoreError::BadUrl { .. } | StoreError::SqliteOpen { .. }
+            StoreError::BadUrl { .. } | StoreError::SqliteOpen { .. } | StoreError::Lock { .. }
         )
     }
 
@@ -189,6 +199,9 @@ pub struct Store {
     /// SQLite only: the task that copies the write-ahead log into the database file, stopped
     /// when the last clone of the store is dropped (see [`Checkpointer`]).
     _checkpointer: Option<Arc<Checkpointer>>,
+    /// SQLite only: the database file (`None` in memory), beside which runs lock their
+    /// definitions ([`lock`]).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 /// How often the SQLite [`Checkpointer`] looks at the write-ahead log.
@@ -324,10 +337,12 @@ impl Store {
             source,
         })?;
         let checkpointer = Checkpointer::start(pool.clone());
+        let in_memory = path == ":memory:" || path.starts_with("file::memory:");
         Ok(Self {
             pool: StorePool::Sqlite(pool),
             writer: StorePool::Sqlite(writer),
             _checkpointer: Some(Arc::new(checkpointer)),
+            sqlite_path: (!in_memory).then(|| std::path::PathBuf::from(path)),
         })
     }
 
@@ -355,6 +370,7 @@ impl Store {
             writer: StorePool::Postgres(pool.clone()),
             pool: StorePool::Postgres(pool),
             _checkpointer: None,
+            sqlite_path: None,
         })
     }
 
@@ -384,6 +400,11 @@ impl Store {
     /// The pool, for [`with_pool!`].
     pub fn pool(&self) -> &StorePool {
         &self.pool
+    }
+
+    /// The SQLite database file; `None` for PostgreSQL or a store in memory.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
     }
 
     pub fn backend(&self) -> Backend {

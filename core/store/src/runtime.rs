@@ -36,8 +36,9 @@ pub async fn start_run(store: &Store, sync_def_id: Id, run_type: &str) -> Result
 }
 
 /// Marks the definition's other runs still RUNNING as FAILED: their process ended (killed,
-/// crashed, or stopped at once by a second signal) before it could record an end. Called as a
-/// run starts; returns how many were closed.
+/// crashed, or stopped at once by a second signal) before it could record an end. Called by a
+/// run that holds the definition's lock ([`crate::lock`]), so no other run is alive; returns
+/// how many were closed.
 pub async fn close_unfinished_runs(
     store: &Store,
     sync_def_id: Id,
@@ -1069,20 +1070,19 @@ pub async fn resolve_failure(store: &Store, sync_def_id: Id, hash: &str) -> Resu
     .map_err(StoreError::query("resolving a dead-letter entry"))
 }
 
-/// After a complete read of the whole table: resolves the open entries this run did not
-/// dead-letter again. Such a row was read and found in step (an entry for a row that synced is
-/// resolved as it syncs), or it is gone from the source, and a retry would bring it back.
-/// Returns how many entries were resolved.
+/// After a complete read of the whole table that started at `read_started_at`: resolves the
+/// open entries not dead-lettered again since. Such a row was read and found in step (an entry
+/// for a row that synced is resolved as it syncs), or it is gone from the source, and a retry
+/// would bring it back. Returns how many entries were resolved.
 pub async fn resolve_failures_not_met(
     store: &Store,
     sync_def_id: Id,
-    run_id: Id,
+    read_started_at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     with_writer!(store, pool => sqlx::query(
         "UPDATE failed_records SET resolved_at = $3, updated_at = $3
-         WHERE sync_def_id = $1 AND resolved_at IS NULL AND discarded_at IS NULL
-           AND (sync_run_id IS NULL OR sync_run_id <> $2)")
-        .bind(sync_def_id).bind(run_id).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))
+         WHERE sync_def_id = $1 AND resolved_at IS NULL AND discarded_at IS NULL AND updated_at < $2")
+        .bind(sync_def_id).bind(read_started_at).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))
     .map_err(StoreError::query("resolving dead-letter entries"))
 }
 
@@ -1153,12 +1153,12 @@ pub struct RunMetrics {
     pub run_id: Id,
     /// Items the run created, updated or moved into the list.
     pub written: i64,
-    /// The run read everything it had to: the list was in step when it ended.
+    /// The run read everything it had to (rows it dead-lettered aside).
     pub completed: bool,
 }
 
 /// Records a run in `sync_metrics`: its id, the items it wrote (added to the total), and, when
-/// it completed, the time the list was last in step.
+/// it completed, its time as the last sync (`last_sync_ts`).
 pub async fn put_run_metrics(store: &Store, metrics: &RunMetrics) -> Result<(), StoreError> {
     let now = Utc::now();
     let synced_at = metrics.completed.then_some(now);

@@ -165,9 +165,9 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
                 .is_empty()
         );
 
-        // A whole read resolves the entries it did not dead-letter again.
+        // A whole read resolves the entries it did not dead-letter again since it started,
+        // whichever run wrote them.
         let earlier = NewFailure {
-            run_id: None,
             source_identity: Some("3"),
             source_identity_hash: Some("h3"),
             ..failure.clone()
@@ -175,6 +175,7 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
         runtime::record_failure(&store, &earlier)
             .await
             .expect("dead-letter");
+        let read_started_at = chrono::Utc::now();
         let again = NewFailure {
             source_identity: Some("4"),
             source_identity_hash: Some("h4"),
@@ -184,7 +185,7 @@ async fn ledger_cursor_runs_and_failures_round_trip() {
             .await
             .expect("dead-letter");
         assert_eq!(
-            runtime::resolve_failures_not_met(&store, def, run)
+            runtime::resolve_failures_not_met(&store, def, read_started_at)
                 .await
                 .expect("resolve"),
             1,
@@ -605,5 +606,39 @@ async fn ledger_rows_keep_their_own_run_and_key_strategy() {
                 "{backend} row {i}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn a_definition_runs_one_at_a_time() {
+    for store in TestStore::all().await {
+        let backend = store.backend();
+        let (def, other) = (Id::new(), Id::new());
+        let held = syncbridge_store::lock::try_lock_definition(&store, def)
+            .await
+            .expect("lock")
+            .expect("free at first");
+        assert!(
+            syncbridge_store::lock::try_lock_definition(&store, def)
+                .await
+                .expect("lock")
+                .is_none(),
+            "{backend}: held"
+        );
+        assert!(
+            syncbridge_store::lock::try_lock_definition(&store, other)
+                .await
+                .expect("lock")
+                .is_some(),
+            "{backend}: another definition runs meanwhile"
+        );
+        drop(held);
+        assert!(
+            syncbridge_store::lock::try_lock_definition(&store, def)
+                .await
+                .expect("lock")
+                .is_some(),
+            "{backend}: released when dropped"
+        );
     }
 }

@@ -151,6 +151,7 @@ pub async fn run(global: &GlobalArgs, args: &QuickstartArgs) -> Result<Exit, Cli
             SYNC,
             &RunOptions {
                 progress: bar.as_ref().map(super::run::progress_callback),
+                estimate_rows: bar.is_some(),
                 ..run(false)
             },
         )

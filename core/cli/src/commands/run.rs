@@ -17,6 +17,7 @@ pub fn engine_error(error: EngineError) -> CliError {
         | EngineError::Config { .. } => Exit::BadInput,
         EngineError::Store(store) if store.is_unreachable() => Exit::Unreachable,
         EngineError::Store(store) if store.is_bad_input() => Exit::BadInput,
+        EngineError::Busy { .. } => Exit::Failures,
         EngineError::Connector { error, .. } => match error.domain() {
             syncbridge_api::ErrorDomain::User => Exit::BadInput,
             syncbridge_api::ErrorDomain::External => Exit::Unreachable,
@@ -87,6 +88,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
             Some(bar) => progress_callback(bar),
             None => progress_log(std::time::Duration::from_secs(args.progress_every)),
         }),
+        estimate_rows: bar.is_some(),
     };
     let started = chrono::Utc::now();
     let report = engine.run(&args.sync, &options).await;
@@ -96,8 +98,11 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
     let report = match report {
         Ok(report) => report,
         Err(error) => {
-            if global.json {
-                print_failed_run(&engine, &args.sync, started).await?;
+            if global.json
+                && let Err(reading) = print_failed_run(&engine, &args.sync, started).await
+            {
+                // The run's own error is the one to report.
+                tracing::warn!(error = %reading, "could not print the failed run's document");
             }
             return Err(engine_error(error));
         }
@@ -445,8 +450,8 @@ async fn print_failed_run(
     }))
 }
 
-/// Logs a run's progress at most once per `every` (rows read, the counters, and the row
-/// estimate when known), for runs without a terminal: cron, a service's journal, a pipe.
+/// Logs a run's progress at most once per `every` (rows read and the counters), for runs
+/// without a progress bar: cron, a service's journal, a pipe, `--json`.
 fn progress_log(every: std::time::Duration) -> syncbridge_engine::run::ProgressFn {
     let last = std::sync::Mutex::new(std::time::Instant::now());
     std::sync::Arc::new(move |p: &syncbridge_engine::run::Progress| {
@@ -460,7 +465,6 @@ fn progress_log(every: std::time::Duration) -> syncbridge_engine::run::ProgressF
         let c = &p.counters;
         tracing::info!(
             read = c.processed,
-            expected = p.expected_rows,
             created = c.created,
             updated = c.updated,
             moved = c.moved,
