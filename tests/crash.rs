@@ -287,4 +287,10 @@ async fn killed_runs_never_duplicate_or_lose_an_item() {
         statuses.iter().all(|(status, _)| status != "RUNNING"),
         "{statuses:?}"
     );
+    let noticed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_events WHERE event_type = 'UNFINISHED_RUNS'")
+            .fetch_one(&mut meta)
+            .await
+            .expect("events");
+    assert!(noticed > 0, "the run after a kill says so");
 }

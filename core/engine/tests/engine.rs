@@ -228,6 +228,23 @@ async fn dry_run_plans_and_writes_nothing() {
             "a dry run sends no write"
         );
         assert_eq!(items(&fx.emulator), 30);
+
+        // Run for real: the metrics add the update and the move to the lists' totals.
+        fx.engine
+            .run(
+                "projects",
+                &RunOptions {
+                    full: true,
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .expect("run");
+        let totals: Vec<i64> = syncbridge_store::with_pool!(store, pool => sqlx::query_scalar(
+            "SELECT total_rows_synced FROM sync_metrics ORDER BY total_rows_synced DESC")
+            .fetch_all(pool).await)
+        .expect("metrics");
+        assert_eq!(totals, [31, 1, 0], "{}", store.backend());
     }
 }
 

@@ -965,6 +965,65 @@ async fn full_reads_retry_dead_letters_once_and_resolve_those_of_deleted_rows() 
     assert_eq!(titles, ["item 1", "item 3", "item 4", "item 5"]);
 }
 
+/// A row without an identity (here a HASHED row whose mapping fails) is dead-lettered under a
+/// hash of its raw values: failing on every run, it stays one entry whose retry count grows.
+#[tokio::test]
+async fn rows_without_an_identity_stay_one_dead_letter_entry_each() {
+    let Some(pg) = syncbridge_store::testing::PgDatabase::create("raw_dlq") else {
+        return;
+    };
+    let mut db = sqlx::PgConnection::connect(&pg.url).await.expect("source");
+    sqlx::raw_sql(
+        "CREATE TABLE items (id int, name text NOT NULL);
+         INSERT INTO items VALUES (1, 'one'), (2, 'two');",
+    )
+    .execute(&mut db)
+    .await
+    .expect("rows");
+    let emulator = Emulator::start_local(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let config = items_config(&pg.name, &emulator, "{ strategy: FULL_SCAN }")
+        .replacen(
+            "key: { strategy: PRIMARY_KEY }",
+            "key: { strategy: HASHED }",
+            1,
+        )
+        .replacen("target: Title }", "target: Title, transform: round(2) }", 1);
+    let (store, key) = common::applied(&config).await;
+    let engine = common::engine(&store, &key);
+    engine.provision("items").await.expect("provision");
+    for retries in 0..2 {
+        let report = engine
+            .run("items", &RunOptions::default())
+            .await
+            .expect("run");
+        assert_eq!((report.created, report.failed), (0, 2), "{report:?}");
+        let open = syncbridge_store::runtime::open_failures(&store, None)
+            .await
+            .expect("dlq");
+        let mut seen: Vec<(&str, Option<&str>, i64)> = open
+            .iter()
+            .map(|f| {
+                (
+                    f.stage_failed.as_str(),
+                    f.source_identity_hash.as_deref().map(|h| &h[..4]),
+                    f.retry_count,
+                )
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("TRANSFORM", Some("raw:"), retries),
+                ("TRANSFORM", Some("raw:"), retries)
+            ],
+            "run {retries}"
+        );
+    }
+}
+
 /// Reconciliation counts, list by list, the rows the source routes there against the items
 /// present, and names the rows that differ: by identity, with the item id for items whose row
 /// is gone.
