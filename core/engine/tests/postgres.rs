@@ -759,9 +759,15 @@ async fn dry_runs_leave_the_replication_slot_alone() {
         ..RunOptions::default()
     };
 
+    // Graph writes of every kind, as the emulator counts them.
+    let writes = || {
+        let counts = emulator.counts();
+        ["item.create", "item.update", "item.delete"].map(|kind| counts.kind(kind))
+    };
     let planned = engine().run("items", &dry).await.expect("first dry run");
     assert_eq!(planned.created, 5, "{planned:?}");
     assert_eq!(slots(&mut db, &slot).await, 0, "a dry run creates no slot");
+    assert_eq!(writes(), [0, 0, 0], "a dry run sends no write");
     let first = engine()
         .run("items", &RunOptions::default())
         .await
@@ -774,6 +780,7 @@ async fn dry_runs_leave_the_replication_slot_alone() {
         .await
         .expect("changes");
     let held = restart_lsn(&mut db, &slot).await;
+    let written = writes();
     let full = engine().run("items", &dry_full).await.expect("dry --full");
     assert_eq!((full.created, full.deleted), (1, 1), "{full:?}");
     let incremental = engine().run("items", &dry).await.expect("dry run");
@@ -787,6 +794,7 @@ async fn dry_runs_leave_the_replication_slot_alone() {
         held,
         "the slot was not replaced"
     );
+    assert_eq!(writes(), written, "dry runs send no write");
 
     let next = engine()
         .run("items", &RunOptions::default())
