@@ -763,26 +763,43 @@ impl Engine {
                 "the definition is disabled (`enabled: false`)",
             ));
         }
-        // One run of a definition at a time (a dry run writes nothing and needs no lock); held
-        // until the run returns.
-        let _lock = if options.dry_run {
-            None
-        } else {
-            match syncbridge_store::lock::try_lock_definition(&self.store, def.id).await? {
-                Some(lock) => Some(lock),
-                None => {
-                    let since = runtime::recent_runs(&self.store, Some(&def.name), 1)
-                        .await?
-                        .into_iter()
-                        .find(|run| run.status == "RUNNING")
-                        .map(|run| format!("{}, started {}", run.id, run.start_time));
-                    return Err(EngineError::Busy {
-                        sync: def.name.clone(),
-                        since,
-                    });
-                }
-            }
-        };
+        // One run of a definition at a time; a dry run writes nothing and needs no lock.
+        if options.dry_run {
+            return self.run_locked(def, options, started).await;
+        }
+        let lock = self.lock(&def).await?;
+        let report = self.run_locked(def, options, started).await;
+        lock.release().await;
+        report
+    }
+
+    /// Takes the definition's run lock, or says which run holds it.
+    async fn lock(
+        &self,
+        def: &RunDefinition,
+    ) -> Result<syncbridge_store::lock::RunLock, EngineError> {
+        if let Some(lock) = syncbridge_store::lock::try_lock_definition(&self.store, def.id).await?
+        {
+            return Ok(lock);
+        }
+        let since = runtime::recent_runs(&self.store, Some(&def.name), 1)
+            .await?
+            .into_iter()
+            .find(|run| run.status == "RUNNING")
+            .map(|run| format!("{}, started {}", run.id, run.start_time));
+        Err(EngineError::Busy {
+            sync: def.name.clone(),
+            since,
+        })
+    }
+
+    /// A run of `def`, under its lock unless it is a dry run.
+    async fn run_locked(
+        &self,
+        def: RunDefinition,
+        options: &RunOptions,
+        started: Instant,
+    ) -> Result<RunReport, EngineError> {
         let Connected {
             def,
             mapper,
@@ -3132,7 +3149,12 @@ impl<'a> RunState<'a> {
                     self.refused(&row, &planned, &list_id, "WRITE", "retriable", &message)
                         .await?;
                 }
-                _ => {}
+                other => {
+                    // An outcome this engine does not know: not recorded as written.
+                    let message = format!("the target answered {other:?}");
+                    self.refused(&row, &planned, &list_id, "WRITE", "unknown", &message)
+                        .await?;
+                }
             }
         }
         let unrecorded = &mut self.in_flight.unrecorded;
@@ -3257,6 +3279,8 @@ impl<'a> RunState<'a> {
             return Ok(());
         }
         if self.run_id.is_some() {
+            // No margin for a clock stepping back: an entry spared by mistake would be retried
+            // from its stored row, which may revive a row deleted since.
             let resolved = runtime::resolve_failures_not_met(
                 &self.engine.store,
                 self.def.id,
@@ -3379,8 +3403,16 @@ impl Engine {
     /// being removed, or an `LSN` sync that must start over.
     pub async fn release(&self, name: &str) -> Result<(), EngineError> {
         let def = self.definition(name).await?;
-        let (_, source) = self.connect_source(&def).await?;
-        let cursor = cursor_spec(&def);
+        // Not while a run reads from the slot and commits positions.
+        let lock = self.lock(&def).await?;
+        let released = self.release_locked(&def).await;
+        lock.release().await;
+        released
+    }
+
+    async fn release_locked(&self, def: &RunDefinition) -> Result<(), EngineError> {
+        let (_, source) = self.connect_source(def).await?;
+        let cursor = cursor_spec(def);
         let request = ReadRequest {
             table: TableRef {
                 schema: def.schema_name.clone(),

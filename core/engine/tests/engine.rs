@@ -295,6 +295,13 @@ async fn a_run_is_refused_while_another_run_of_the_definition_holds_it() {
         );
         assert!(error.to_string().contains("another run"), "{error}");
         assert_eq!(items(&fx.emulator), 0, "{}", store.backend());
+        assert!(
+            matches!(
+                fx.engine.release("projects").await,
+                Err(syncbridge_engine::run::EngineError::Busy { .. })
+            ),
+            "nor is the source's position dropped under a run"
+        );
         let plan = fx
             .engine
             .run(
@@ -307,7 +314,7 @@ async fn a_run_is_refused_while_another_run_of_the_definition_holds_it() {
             .await
             .expect("a dry run needs no lock");
         assert_eq!(plan.created, 5);
-        drop(other_run);
+        other_run.release().await;
         let report = fx
             .engine
             .run("projects", &RunOptions::default())

@@ -338,11 +338,16 @@ impl Store {
         })?;
         let checkpointer = Checkpointer::start(pool.clone());
         let in_memory = path == ":memory:" || path.starts_with("file::memory:");
+        // One name for the file however the URL spells it (relative, through a link), so runs
+        // lock the same files beside it.
+        let sqlite_path = (!in_memory).then(|| {
+            std::fs::canonicalize(path).unwrap_or_else(|_| std::path::PathBuf::from(path))
+        });
         Ok(Self {
             pool: StorePool::Sqlite(pool),
             writer: StorePool::Sqlite(writer),
             _checkpointer: Some(Arc::new(checkpointer)),
-            sqlite_path: (!in_memory).then(|| std::path::PathBuf::from(path)),
+            sqlite_path,
         })
     }
 

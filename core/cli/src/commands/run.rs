@@ -98,7 +98,9 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<Exit, CliError> 
     let report = match report {
         Ok(report) => report,
         Err(error) => {
+            // A run refused as busy never started: the run found would be the other one.
             if global.json
+                && !matches!(error, EngineError::Busy { .. })
                 && let Err(reading) = print_failed_run(&engine, &args.sync, started).await
             {
                 // The run's own error is the one to report.
