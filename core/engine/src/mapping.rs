@@ -150,9 +150,8 @@ impl Mapper {
     pub fn source_columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = Vec::new();
         for mapping in &self.mappings {
-            let used = mapping.rule.as_deref().map(|rule| rule.columns());
-            for column in std::iter::once(mapping.source.clone()).chain(used.into_iter().flatten())
-            {
+            let read_by_rule = mapping.rule.iter().flat_map(|rule| rule.columns());
+            for column in std::iter::once(mapping.source.clone()).chain(read_by_rule) {
                 if !columns.contains(&column) {
                     columns.push(column);
                 }

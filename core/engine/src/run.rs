@@ -130,6 +130,29 @@ pub struct RunReport {
     pub planned_not_listed: u64,
 }
 
+impl From<&runtime::RunRecord> for RunReport {
+    /// A recorded run as its report (no plan: dry runs are not recorded).
+    fn from(run: &runtime::RunRecord) -> Self {
+        let duration = run
+            .end_time
+            .map_or(0, |end| (end - run.start_time).num_milliseconds());
+        Self {
+            run_id: Some(run.id.to_string()),
+            status: run.status.clone(),
+            processed: run.items_processed,
+            created: run.items_created,
+            updated: run.items_updated,
+            moved: run.items_moved,
+            deleted: run.items_deleted,
+            unchanged: run.items_unchanged,
+            failed: run.items_failed,
+            duration_ms: u128::try_from(duration).unwrap_or(0),
+            planned: Vec::new(),
+            planned_not_listed: 0,
+        }
+    }
+}
+
 /// How many planned changes a dry run lists: its memory stays bounded on any table, and the
 /// counters count them all.
 pub const PLANNED_LISTED: usize = 10_000;

@@ -16,8 +16,9 @@ use syncbridge_store::secrets::MasterKey;
 use syncbridge_store::testing::TestStore;
 use syncbridge_store::with_pool;
 
+/// The titles of a list's items, sorted.
 fn list_items(emulator: &RunningEmulator, list: &str) -> Vec<String> {
-    emulator
+    let mut titles: Vec<String> = emulator
         .data()
         .sites
         .iter()
@@ -32,7 +33,9 @@ fn list_items(emulator: &RunningEmulator, list: &str) -> Vec<String> {
                     .to_owned()
             })
         })
-        .collect()
+        .collect();
+    titles.sort();
+    titles
 }
 
 fn config(emulator: &RunningEmulator, database: &str) -> String {
@@ -407,7 +410,6 @@ async fn a_run_fails_over_when_the_first_instance_goes_away() {
         "{report:?}"
     );
     let mut titles = list_items(&emulator, "Items");
-    titles.sort();
     titles.dedup();
     assert_eq!(titles.len(), 12000, "every row exactly once");
     let events = common::run_events(&store, &report).await;
@@ -557,8 +559,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         (2, 1, 1, 0),
         "{second:?}"
     );
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(
         titles,
         ["item 3", "item 4", "item 5", "item 6", "item 7", "renamed"]
@@ -607,8 +608,7 @@ async fn lsn_captures_inserts_updates_and_deletes_once_across_restarts() {
         (1, 1, 1, 0),
         "{reset:?}"
     );
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(
         titles,
         ["again", "item 5", "item 6", "item 7", "item 9", "renamed"]
@@ -805,8 +805,7 @@ async fn dry_runs_leave_the_replication_slot_alone() {
         (1, 1, 0),
         "the changes made before the dry runs: {next:?}"
     );
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(titles, ["item 1", "item 3", "item 4", "item 5", "item 6"]);
 }
 
@@ -904,8 +903,7 @@ async fn lsn_retries_dead_letters_when_due_and_never_revives_a_deleted_row() {
         .expect("retry run");
     assert_eq!((third.created, third.failed), (4, 0), "{third:?}");
     assert!(open_entries(&store).await.is_empty());
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(titles, ["item 1", "item 4", "item 5", "item 6", "three"]);
 }
 
@@ -968,8 +966,7 @@ async fn full_reads_retry_dead_letters_once_and_resolve_those_of_deleted_rows() 
         "{third:?}"
     );
     assert_eq!(open_entries(&store).await, [("6".into(), 2)]);
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(titles, ["item 1", "item 3", "item 4", "item 5"]);
 }
 
@@ -1141,8 +1138,7 @@ async fn archive_only_writes_each_row_once_from_postgres() {
         (1, 0, 0, 0),
         "{second:?}"
     );
-    let mut titles = list_items(&emulator, "Items");
-    titles.sort();
+    let titles = list_items(&emulator, "Items");
     assert_eq!(
         titles,
         ["item 1", "item 2", "item 3", "item 4", "item 5", "item 6"]
@@ -1359,8 +1355,7 @@ async fn full_reads_recognise_unchanged_rows_by_their_fingerprint() {
         (30, 30),
         "{after_upper:?}"
     );
-    let mut titles = list_items(&emulator, "Plain");
-    titles.sort();
+    let titles = list_items(&emulator, "Plain");
     assert_eq!(titles.first().map(String::as_str), Some("ITEM 1"));
     assert!(titles.contains(&"RENAMED".to_owned()), "{titles:?}");
     drop(db);

@@ -1017,7 +1017,8 @@ pub struct NewFailure<'a> {
 /// How long after its failure an entry that has failed `retries` times before is retried:
 /// five minutes, doubling with every retry that failed again, at most a day.
 pub fn retry_delay(retries: i64) -> chrono::Duration {
-    let doublings = u32::try_from(retries.clamp(0, 16)).unwrap_or(16);
+    // From 9 doublings on the wait is a day anyway; the clamp keeps the power small.
+    let doublings = retries.clamp(0, 16) as u32;
     (chrono::Duration::minutes(5) * 2_i32.pow(doublings)).min(chrono::Duration::days(1))
 }
 

@@ -434,22 +434,17 @@ async fn print_failed_run(
     let Some(run) = runs.into_iter().find(|run| run.start_time >= started) else {
         return Ok(());
     };
-    let duration_ms = run
-        .end_time
-        .map(|end| (end - run.start_time).num_milliseconds().max(0));
-    print_json(&serde_json::json!({
-        "run_id": run.id.to_string(),
-        "status": run.status,
-        "processed": run.items_processed,
-        "created": run.items_created,
-        "updated": run.items_updated,
-        "moved": run.items_moved,
-        "deleted": run.items_deleted,
-        "unchanged": run.items_unchanged,
-        "failed": run.items_failed,
-        "duration_ms": duration_ms,
-        "error": run.error_message,
-    }))
+    /// The run's report, and why it failed.
+    #[derive(serde::Serialize)]
+    struct FailedRun<'a> {
+        #[serde(flatten)]
+        report: syncbridge_engine::run::RunReport,
+        error: Option<&'a str>,
+    }
+    print_json(&FailedRun {
+        report: (&run).into(),
+        error: run.error_message.as_deref(),
+    })
 }
 
 /// Logs a run's progress at most once per `every` (rows read and the counters), for runs
